@@ -1,0 +1,30 @@
+"""Weights in and out: safetensors with the config as JSON metadata."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+
+
+def save_model(model: torch.nn.Module, path: str, config: dict, **meta) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    metadata = {"config": json.dumps(config), **{k: json.dumps(v) for k, v in meta.items()}}
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_metadata(path: str) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+def load_state(path: str, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    return load_file(path, device=str(device)), read_metadata(path)

@@ -1,0 +1,86 @@
+"""Training data for the triplane autoencoder, generated from the procedural world.
+
+Per asset: coloured surface points (the encoder's input, as a mesh would give),
+near-surface and uniform query points with exact signed distance and colour.
+Deterministic for (split, index).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.measure import marching_cubes
+
+from .geometry import grid_points, project_to_surface, sample_triangles
+from .world.asset import Asset, AssetSpec, sample_asset_spec
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    n_surface: int = 4096
+    n_near: int = 8192
+    n_uniform: int = 4096
+    mc_res: int = 64
+    near_sigmas: tuple = (0.01, 0.05)
+
+
+def surface_points(asset: Asset, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
+    """Uniform points on the exact surface: marching cubes on the SDF, area sampling, Newton projection."""
+    grid = grid_points(mc_res)
+    sdf = asset.query(grid, with_colour=False)[0].reshape(mc_res, mc_res, mc_res)
+    if sdf.min() >= 0 or sdf.max() <= 0:
+        raise ValueError("asset has no surface inside the cube")
+    step = 2.0 / (mc_res - 1)
+    verts, faces, _, _ = marching_cubes(sdf, 0.0, spacing=(step, step, step))
+    pts, _, _ = sample_triangles(verts.astype(np.float32) - 1.0, faces, n, rng)
+    return project_to_surface(pts, lambda p: asset.query(p, with_colour=False)[0])
+
+
+def asset_record(spec: AssetSpec, seed: int, cfg: SampleConfig = SampleConfig()) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    asset = Asset(spec)
+    surf = surface_points(asset, cfg.n_surface + cfg.n_near, rng, cfg.mc_res)
+    surf_in, surf_q = surf[: cfg.n_surface], surf[cfg.n_surface:]
+    _, surf_rgb = asset.query(surf_in)
+    sig = np.repeat(np.asarray(cfg.near_sigmas, np.float32), cfg.n_near // len(cfg.near_sigmas))
+    near = surf_q + rng.normal(size=surf_q.shape).astype(np.float32) * sig[:, None]
+    uni = rng.uniform(-1, 1, size=(cfg.n_uniform, 3)).astype(np.float32)
+    query = np.concatenate([near, uni])
+    sdf, rgb = asset.query(query)
+    return {
+        "surface": np.concatenate([surf_in, surf_rgb], axis=1).astype(np.float16),
+        "query": query.astype(np.float16),
+        "sdf": sdf.astype(np.float16),
+        "rgb": rgb.astype(np.float16),
+    }
+
+
+def _record_for_index(args) -> dict[str, np.ndarray]:
+    split, index = args
+    return asset_record(sample_asset_spec(split, index), seed=index * 2 + (split == "test"))
+
+
+def build_dataset(split: str, n: int, workers: int | None = None) -> dict[str, np.ndarray]:
+    """Stack records of assets 0..n-1 of a split (parallel over processes)."""
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    jobs = [(split, i) for i in range(n)]
+    if workers == 1:
+        records = list(map(_record_for_index, jobs))
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            records = list(ex.map(_record_for_index, jobs, chunksize=16))
+    return {k: np.stack([r[k] for r in records]) for k in records[0]}
+
+
+def load_or_build(split: str, n: int, cache_dir: str) -> dict[str, np.ndarray]:
+    path = os.path.join(cache_dir, f"ae_{split}_{n}.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    data = build_dataset(split, n)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.savez(path + ".tmp.npz", **data)
+    os.replace(path + ".tmp.npz", path)
+    return data

@@ -1,0 +1,19 @@
+"""python -m models.eval <model>: held-out evaluation, prints a final JSON line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.eval")
+    sub = parser.add_subparsers(dest="model", required=True)
+    from . import autoencoder
+
+    autoencoder.add_arguments(sub.add_parser("autoencoder", help="round-trip quality on held-out shapes"))
+    args = parser.parse_args(argv)
+    return {"autoencoder": autoencoder.run}[args.model](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

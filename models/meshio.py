@@ -1,0 +1,232 @@
+"""Arbitrary meshes in: load (OBJ/PLY/STL/GLB/GLTF/OFF via trimesh), normalise into Kiln's cube,
+and turn into what the autoencoder eats (a coloured surface point cloud) or fits against
+(signed-distance samples).
+
+Normalisation puts the mesh the way procedural assets stand: centred on the Z axis,
+resting on z = GROUND, largest side TARGET_EXTENT. `Normalisation.to_original` maps results back.
+
+Non-watertight meshes: the sign of the distance comes from the nearest surface
+normal close to the surface, and from a flood fill of a 128^3 voxelisation further
+away, so holes smaller than a voxel (~0.016) are closed and an open sheet becomes a
+thin solid on its back side. Meshes without colours are treated as mid grey.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import sample_triangles
+from .world.asset import CUBE_LIMIT, TARGET_EXTENT
+from .world.shapes import GROUND
+
+MESH_FORMATS = (".obj", ".ply", ".stl", ".glb", ".gltf", ".off")
+MAX_MESH_BYTES = 512 * 1024 * 1024
+DEFAULT_GREY = 0.5
+
+
+class MeshInputError(ValueError):
+    """A mesh file Kiln cannot use; `code` is the wire protocol's error code."""
+
+    def __init__(self, message: str, code: str = "bad_input"):
+        super().__init__(message)
+        self.code = code
+
+
+def y_up_to_z_up(v: np.ndarray) -> np.ndarray:
+    return np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
+
+
+def z_up_to_y_up(v: np.ndarray) -> np.ndarray:
+    return np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """kiln = (zup(original) - centre) * scale + (0, 0, GROUND), where zup turns a +Y-up file
+    into Kiln's +Z-up frame and `centre` is the bottom-centre of the +Z-up bounds."""
+
+    centre: tuple   # +Z-up point mapped to (0, 0, GROUND)
+    scale: float
+    up: str = "z"   # the original file's up axis
+
+    def to_kiln(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, np.float64)
+        v = y_up_to_z_up(v) if self.up == "y" else v
+        return ((v - np.asarray(self.centre)) * self.scale + np.array([0.0, 0.0, GROUND])).astype(np.float32)
+
+    def to_original(self, v: np.ndarray) -> np.ndarray:
+        v = (np.asarray(v, np.float64) - np.array([0.0, 0.0, GROUND])) / self.scale + np.asarray(self.centre)
+        return (z_up_to_y_up(v) if self.up == "y" else v).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"centre": list(self.centre), "scale": self.scale, "up": self.up}
+
+
+@dataclass
+class SourceMesh:
+    vertices: np.ndarray   # (V, 3) in Kiln's cube
+    faces: np.ndarray      # (F, 3)
+    colors: np.ndarray     # (V, 3) in [0, 1]
+    normalisation: Normalisation
+
+
+@dataclass
+class RawMesh:
+    """A mesh as read from a file: triangles and per-vertex sRGB colours in [0, 1]."""
+
+    vertices: np.ndarray  # (V, 3) float64
+    faces: np.ndarray     # (F, 3) int64
+    colors: np.ndarray    # (V, 3) float32
+    up: str = "z"         # glTF files are +Y up; OBJ/PLY/STL/OFF are taken as +Z up (Blender's frame)
+
+
+def load_mesh(path: str) -> RawMesh:
+    """Read a mesh file with trimesh; every failure becomes a MeshInputError with a clear message."""
+    import trimesh
+
+    if not os.path.isfile(path):
+        raise MeshInputError(f"mesh file not found: {path}", "not_found")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in MESH_FORMATS:
+        raise MeshInputError(f"unsupported mesh format {ext or '(none)'}: use one of {', '.join(MESH_FORMATS)}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MeshInputError(f"mesh file is empty (0 bytes): {path}")
+    if size > MAX_MESH_BYTES:
+        raise MeshInputError(f"mesh file is too large ({size / 2**20:.0f} MiB > {MAX_MESH_BYTES / 2**20:.0f} MiB)")
+    try:
+        loaded = trimesh.load(path, process=False)
+        parts = _scene_parts(loaded) if isinstance(loaded, trimesh.Scene) else [loaded]
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise MeshInputError(f"could not read {os.path.basename(path)} as {ext[1:].upper()}: {exc}") from None
+    parts = [p for p in parts if isinstance(p[0] if isinstance(p, tuple) else p, trimesh.Trimesh)
+             and len((p[0] if isinstance(p, tuple) else p).faces)]
+    if not parts:
+        raise MeshInputError(f"{os.path.basename(path)} contains no triangles")
+    linear = ext in (".glb", ".gltf")  # glTF COLOR_0 is linear; other formats store display colours
+    raw = from_trimesh_list(parts, linear_colours=linear)
+    raw.up = "y" if linear else "z"
+    if not np.all(np.isfinite(raw.vertices)):
+        raise MeshInputError(f"{os.path.basename(path)} has non-finite vertex coordinates")
+    return raw
+
+
+def _scene_parts(scene) -> list:
+    """(geometry, world transform) pairs; the geometry is not copied, since trimesh's
+    copy() and Scene.dump() drop the glTF COLOR_0 vertex attribute."""
+    out = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        out.append((scene.geometry[name], transform))
+    return out
+
+
+def from_trimesh_list(meshes, linear_colours: bool = False) -> RawMesh:
+    """Concatenate trimesh meshes, or (mesh, 4x4 transform) pairs, into one RawMesh."""
+    verts, faces, colors, offset = [], [], [], 0
+    for item in meshes:
+        m, matrix = item if isinstance(item, tuple) else (item, np.eye(4))
+        matrix = np.asarray(matrix, np.float64)
+        verts.append(np.asarray(m.vertices, np.float64) @ matrix[:3, :3].T + matrix[:3, 3])
+        faces.append(np.asarray(m.faces, np.int64) + offset)
+        colors.append(_vertex_colors(m, linear_colours))
+        offset += len(m.vertices)
+    return RawMesh(np.concatenate(verts), np.concatenate(faces), np.concatenate(colors))
+
+
+def from_trimesh(mesh) -> RawMesh:
+    return from_trimesh_list([mesh])
+
+
+def _linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055).astype(np.float32)
+
+
+def _vertex_colors(mesh, linear: bool = False) -> np.ndarray:
+    n = len(mesh.vertices)
+    try:
+        visual = mesh.visual
+        attr = getattr(visual, "vertex_attributes", {})
+        if visual.kind == "texture" and "color" in attr and len(attr["color"]) == n:
+            c = np.asarray(attr["color"])[:, :3]
+            c = c.astype(np.float32) / (255.0 if np.issubdtype(c.dtype, np.integer) else 1.0)
+            return _linear_to_srgb(c) if linear else c
+        if visual.kind == "texture":
+            visual = visual.to_color()
+        if visual.kind in ("vertex", "face"):
+            vc = np.asarray(visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
+            if len(vc) == n:
+                return vc
+    except Exception:  # a broken texture reference: fall back to grey
+        pass
+    return np.full((n, 3), DEFAULT_GREY, dtype=np.float32)
+
+
+def normalise(mesh: RawMesh, up: str | None = None) -> SourceMesh:
+    """Move a mesh into Kiln's cube; `up` ('y' | 'z') overrides the file's up axis."""
+    up = up or mesh.up
+    if up not in ("y", "z"):
+        raise MeshInputError(f"up axis must be 'y' or 'z', got {up!r}")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    v = y_up_to_z_up(v) if up == "y" else v
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0 or faces.min() < 0 or faces.max() >= len(v):
+        raise MeshInputError("mesh faces refer to missing vertices")
+    lo, hi = v.min(0), v.max(0)
+    size = hi - lo
+    if size.max() <= 1e-9:
+        raise MeshInputError("mesh is degenerate: all vertices coincide")
+    centre = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    # largest side -> TARGET_EXTENT, but never past the cube (height from GROUND, width around 0)
+    scale = min(TARGET_EXTENT / size.max(), (CUBE_LIMIT - GROUND - 0.01) / max(size[2], 1e-9),
+                2 * (CUBE_LIMIT - 0.01) / max(size[0], size[1], 1e-9))
+    norm = Normalisation(tuple(float(c) for c in centre), float(scale), up)
+    kv = norm.to_kiln(np.asarray(mesh.vertices, dtype=np.float64))
+    tri = kv[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    if area.sum() <= 1e-10:
+        raise MeshInputError("mesh is degenerate: its faces have no area")
+    return SourceMesh(kv, faces, np.asarray(mesh.colors, np.float32), norm)
+
+
+def colored_cloud(src: SourceMesh, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 6) surface points with colours interpolated from the vertices."""
+    pts, face, bary = sample_triangles(src.vertices, src.faces, n, rng)
+    rgb = np.einsum("nk,nkd->nd", bary, src.colors[src.faces[face]])
+    return np.concatenate([pts, rgb], axis=1).astype(np.float32)
+
+
+def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Generator,
+                voxel_res: int = 128, n_dense: int = 200_000):
+    """Signed-distance (and colour) samples of an arbitrary mesh, for latent fitting and evaluation."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    dense, face, bary = sample_triangles(src.vertices, src.faces, n_dense, rng)
+    tri = src.vertices[src.faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+    dense_rgb = np.einsum("nk,nkd->nd", bary, src.colors[src.faces[face]])
+    tree = cKDTree(dense)
+
+    # occupancy: voxels touched by the surface, then everything not reachable from outside
+    ijk = np.clip(((dense + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
+    shell = np.zeros((voxel_res,) * 3, dtype=bool)
+    shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+    solid = ndimage.binary_fill_holes(shell)
+
+    base = dense[rng.integers(0, n_dense, n_near)]
+    sig = np.where(rng.random(n_near) < 0.5, 0.01, 0.05).astype(np.float32)
+    near = base + rng.normal(size=base.shape).astype(np.float32) * sig[:, None]
+    pts = np.concatenate([near, rng.uniform(-1, 1, (n_uniform, 3)).astype(np.float32)])
+    dist, nearest = tree.query(pts, workers=-1)
+    normal_sign = np.sign(np.einsum("ij,ij->i", pts - dense[nearest], fn[face[nearest]]))
+    vox = np.clip(((pts + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
+    interior = solid[vox[:, 0], vox[:, 1], vox[:, 2]] & ~shell[vox[:, 0], vox[:, 1], vox[:, 2]]
+    voxel_sign = np.where(interior, -1.0, 1.0)
+    close = dist < 2.0 * 2.0 / voxel_res
+    sign = np.where(close & (normal_sign != 0), normal_sign, voxel_sign)
+    return pts.astype(np.float32), (sign * dist).astype(np.float32), dense_rgb[nearest].astype(np.float32)

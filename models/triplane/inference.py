@@ -1,0 +1,104 @@
+"""Inference with the triplane autoencoder: encode, fit, decode to a coloured mesh.
+
+All functions take an optional `progress(fraction, message)` and `cancel()`; a
+cancel raises `mesh.Cancelled` between chunks / optimisation steps.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..mesh import Cancelled, Mesh, extract_mesh
+from ..meshio import SourceMesh, colored_cloud, sdf_samples
+from .autoencoder import TriplaneAutoencoder
+
+Progress = Callable[[float, str], None] | None
+Cancel = Callable[[], bool] | None
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def encode_cloud(model: TriplaneAutoencoder, cloud: np.ndarray) -> torch.Tensor:
+    """(N, 6) or (B, N, 6) coloured points -> latent (B, 3, C, R, R)."""
+    t = torch.as_tensor(np.asarray(cloud, np.float32), device=_device(model))
+    return model.encode(t[None] if t.ndim == 2 else t)
+
+
+def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndarray, sdf: np.ndarray,
+               rgb: np.ndarray, steps: int = 60, lr: float = 0.03, batch: int = 8192, seed: int = 0,
+               progress: Progress = None, cancel: Cancel = None) -> torch.Tensor:
+    """A few Adam steps on the latent only (GTR-style per-instance refinement against SDF samples)."""
+    dev = _device(model)
+    gen = torch.Generator().manual_seed(seed)
+    pts = torch.as_tensor(points, device=dev)
+    gt_sdf = torch.as_tensor(sdf, device=dev)
+    gt_rgb = torch.as_tensor(rgb, device=dev)
+    z = latent.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    c = model.cfg.sdf_clamp
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for step in range(steps):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            idx = torch.randint(0, len(pts), (batch,), generator=gen).to(dev)
+            with torch.enable_grad():
+                pred_sdf, pred_rgb = model.query(model.decode(z), pts[idx][None])
+                near = (gt_sdf[idx].abs() < 0.03).float()
+                loss = F.l1_loss(pred_sdf[0].clamp(-c, c), gt_sdf[idx].clamp(-c, c)) + 0.25 * (
+                    ((pred_rgb[0] - gt_rgb[idx]).abs().mean(-1) * near).sum() / near.sum().clamp(min=1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            opt.step()
+            if progress:
+                progress((step + 1) / steps, f"fitting latent {step + 1}/{steps}")
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return z.detach()
+
+
+class LatentField:
+    """A decoded latent as numpy callables for mesh extraction (decode once, query in chunks)."""
+
+    def __init__(self, model: TriplaneAutoencoder, latent: torch.Tensor):
+        self.model = model
+        with torch.inference_mode():
+            self.planes = model.decode(latent[:1])
+
+    @torch.inference_mode()
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = torch.as_tensor(np.asarray(points, np.float32), device=self.planes.device)[None]
+        sdf, rgb = self.model.query(self.planes, p)
+        return sdf[0].float().cpu().numpy(), rgb[0].float().cpu().numpy()
+
+    def sdf(self, points: np.ndarray) -> np.ndarray:
+        return self.query(points)[0]
+
+    def rgb(self, points: np.ndarray) -> np.ndarray:
+        return self.query(points)[1]
+
+
+def latent_to_mesh(model: TriplaneAutoencoder, latent: torch.Tensor, resolution: int = 128,
+                   progress: Progress = None, cancel: Cancel = None) -> Mesh:
+    field = LatentField(model, latent)
+    return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel)
+
+
+def encode_source_mesh(model: TriplaneAutoencoder, src: SourceMesh, fit_steps: int = 0, seed: int = 0,
+                       n_points: int = 2048, progress: Progress = None, cancel: Cancel = None):
+    """Encode a normalised mesh; with fit_steps > 0 refine the latent against its SDF samples.
+    Returns (latent, samples) where samples = (points, sdf, rgb) or None without fitting."""
+    rng = np.random.default_rng(seed)
+    latent = encode_cloud(model, colored_cloud(src, n_points, rng))
+    if fit_steps <= 0:
+        return latent, None
+    samples = sdf_samples(src, 16384, 8192, rng)
+    return fit_latent(model, latent, *samples, steps=fit_steps, seed=seed, progress=progress, cancel=cancel), samples

@@ -1,0 +1,115 @@
+"""Captions for assets, from templates with synonyms and paraphrases.
+
+Phrasings are split: `train` templates/synonyms are used for training; `heldout`
+ones only for evaluation (e.g. "a crimson seat", "an armchair coloured scarlet").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .asset import Asset, AssetSpec, base_scale
+
+COLOUR_WORDS = {  # colour -> (train synonyms, held-out synonyms); the name itself is a train word
+    "red": (("red",), ("crimson", "scarlet")),
+    "orange": (("orange",), ("tangerine",)),
+    "yellow": (("yellow",), ("golden yellow", "lemon")),
+    "green": (("green",), ("emerald",)),
+    "teal": (("teal",), ("turquoise",)),
+    "blue": (("blue",), ("azure", "cobalt")),
+    "purple": (("purple",), ("violet",)),
+    "pink": (("pink",), ("rose",)),
+    "brown": (("brown",), ("chocolate",)),
+    "black": (("black",), ("jet black",)),
+    "white": (("white",), ("snow white",)),
+    "grey": (("grey", "gray"), ("silver",)),
+}
+PATTERN_WORDS = {  # pattern -> (train phrases, held-out phrases), {c} is the secondary colour
+    "stripes": (("{c} stripes", "{c} striped bands"), ("{c} bands",)),
+    "checker": (("a {c} checker pattern", "{c} checks"), ("a {c} chequered pattern",)),
+    "dots": (("{c} polka dots", "{c} dots"), ("{c} spots",)),
+}
+SIZE_WORDS = {"small": (("small", "little"), ("tiny",)), "large": (("large", "big"), ("huge",)),
+              "tall": (("tall",), ("lofty",)), "short": (("short",), ("squat",))}
+
+# {a} is the article-aware adjective+noun phrase; {parts} the part descriptions
+TEMPLATES = {
+    "train": ("{np}{parts}", "a 3d model of {np}{parts}", "{np}{parts}, low poly", "render of {np}{parts}",
+              "{np}{parts} on a white background"),
+    "heldout": ("an asset showing {np}{parts}", "i want {np}{parts}", "make me {np}{parts}"),
+}
+PART_CONNECT = {"train": (" with {desc}", ", with {desc}"), "heldout": (" that has {desc}", " featuring {desc}")}
+COLOURED = {"train": ("{c} {noun}",), "heldout": ("{noun} coloured {c}", "{noun} in {c}")}
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _words(table: dict, key: str, phrasing: str):
+    train, held = table[key]
+    return train if phrasing == "train" else held + train[:1]
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def size_words(spec: AssetSpec) -> list[str]:
+    """Size adjectives that are true of this asset relative to its category."""
+    rel = spec.scale[0] / base_scale(spec.category)
+    words = []
+    if spec.scale[0] == spec.scale[1] == spec.scale[2]:
+        if rel < 0.9:
+            words.append("small")
+        elif rel > 1.06:
+            words.append("large")
+    if spec.scale[2] / spec.scale[0] > 1.15:
+        words.append("tall")
+    elif spec.scale[2] / spec.scale[0] < 0.87:
+        words.append("short")
+    return words
+
+
+def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train") -> str:
+    """One caption naming the category, the main colour, accent part colours, pattern, size, counts."""
+    cat = spec.cat
+    main = spec.main_colour()
+    noun = _pick(rng, cat.nouns if phrasing == "train" else cat.heldout_nouns + cat.nouns[:1])
+    c = _pick(rng, _words(COLOUR_WORDS, main, phrasing))
+    adjectives = [_pick(rng, _words(SIZE_WORDS, w, phrasing)) for w in size_words(spec)]
+    core = _pick(rng, COLOURED[phrasing]).format(c=c, noun=noun)
+    np_ = _article(" ".join(adjectives + [core]))
+    descs = []
+    for part in spec.parts():
+        colour, pattern = spec.colours[part], spec.patterns.get(part)
+        if colour == main and not pattern:
+            continue
+        words = [] if colour == main else [_pick(rng, _words(COLOUR_WORDS, colour, phrasing))]
+        desc = _part_phrase(" ".join(words + [cat.noun_for(part)]))
+        if pattern:
+            sc = _pick(rng, _words(COLOUR_WORDS, pattern[1], phrasing))
+            desc += " with " + _pick(rng, _words(PATTERN_WORDS, pattern[0], phrasing)).format(c=sc)
+        descs.append(desc)
+    for counted, param in cat.counts.items():
+        n = spec.params[param]
+        if rng.random() < 0.5 and n:
+            noun = cat.noun_for(counted)
+            descs.append(f"{_number(n)} {noun if n > 1 else noun.rstrip('s')}")
+    for part, param in cat.optional_parts.items():
+        if spec.params[param] and rng.random() < 0.5 and not any(cat.noun_for(part) in d for d in descs):
+            descs.append(_part_phrase(cat.noun_for(part)))
+    rng.shuffle(descs)
+    parts = ""
+    if descs:
+        joined = descs[0] if len(descs) == 1 else ", ".join(descs[:-1]) + " and " + descs[-1]
+        parts = _pick(rng, PART_CONNECT[phrasing]).format(desc=joined)
+    return _pick(rng, TEMPLATES[phrasing]).format(np=np_, parts=parts)
+
+
+def _part_phrase(noun_phrase: str) -> str:
+    """'legs' stays plural; a singular part gets its article."""
+    return noun_phrase if noun_phrase.endswith("s") else _article(noun_phrase)
+
+
+def _number(n: int) -> str:
+    return ("zero", "one", "two", "three", "four", "five", "six")[n] if n <= 6 else str(n)

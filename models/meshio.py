@@ -6,8 +6,8 @@ Normalisation puts the mesh the way procedural assets stand: centred on the Z ax
 resting on z = GROUND, largest side TARGET_EXTENT. `Normalisation.to_original` maps results back.
 
 Non-watertight meshes: the sign of the distance comes from the nearest surface
-normal close to the surface, and from a flood fill of a 128^3 voxelisation further
-away, so holes smaller than a voxel (~0.016) are closed and an open sheet becomes a
+normal close to the surface, and from a flood fill of a dilated 128^3 voxelisation further
+away, so holes smaller than about two voxels (~0.03) are closed and an open sheet becomes a
 thin solid on its back side. Meshes without colours are treated as mid grey.
 """
 from __future__ import annotations
@@ -216,6 +216,7 @@ def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Gen
     ijk = np.clip(((dense + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
     shell = np.zeros((voxel_res,) * 3, dtype=bool)
     shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+    shell = ndimage.binary_dilation(shell)  # close pinholes between sampled surface voxels
     solid = ndimage.binary_fill_holes(shell)
 
     base = dense[rng.integers(0, n_dense, n_near)]
@@ -227,6 +228,6 @@ def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Gen
     vox = np.clip(((pts + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
     interior = solid[vox[:, 0], vox[:, 1], vox[:, 2]] & ~shell[vox[:, 0], vox[:, 1], vox[:, 2]]
     voxel_sign = np.where(interior, -1.0, 1.0)
-    close = dist < 2.0 * 2.0 / voxel_res
+    close = dist < 2.5 * 2.0 / voxel_res  # beyond the dilated shell the flood fill decides
     sign = np.where(close & (normal_sign != 0), normal_sign, voxel_sign)
     return pts.astype(np.float32), (sign * dist).astype(np.float32), dense_rgb[nearest].astype(np.float32)

@@ -15,8 +15,10 @@ RNG_POINTS = np.random.default_rng(0).uniform(-1, 1, (20000, 3)).astype(np.float
 def test_world_size():
     assert len(CATEGORY_NAMES) >= 12
     assert len(COLOUR_NAMES) >= 12
+    rng = np.random.default_rng(0)
     for cat in CATEGORIES.values():
-        assert len(cat.part_names({p.name: p.sample(np.random.default_rng(0)) for p in cat.params})) >= 2
+        n_parts = max(len(cat.part_names({p.name: p.sample(rng) for p in cat.params})) for _ in range(10))
+        assert n_parts >= 2, cat.name
 
 
 def test_same_seed_same_asset():
@@ -36,7 +38,7 @@ def test_sdf_sign_and_bounds(category):
     assert asset.fits()
     sdf, rgb = asset.query(RNG_POINTS)
     inside = sdf < 0
-    assert 0.002 < inside.mean() < 0.5, "asset is neither empty nor filling the cube"
+    assert 0.0005 < inside.mean() < 0.5, "asset is neither empty nor filling the cube"
     assert np.all(rgb >= 0) and np.all(rgb <= 1)
     # points far outside the bounds are outside, with distance at least their gap to the box
     corners = np.array([[0.99, 0.99, 0.99], [-0.99, -0.99, 0.99], [0.99, -0.99, -0.99]], np.float32)
@@ -141,10 +143,10 @@ def test_edit_pairs_are_exact():
         if pair.kind in ("add_part", "remove_part"):
             assert (pair.details["part"] in after.part_names) == (pair.kind == "add_part")
         if pair.kind == "change_count":
-            part = pair.details["part"]
-            n_before = len(pair.before.cat.build(pair.before.params).get(part, []))
-            n_after = len(pair.after.cat.build(pair.after.params).get(part, []))
-            assert n_before != n_after
+            _, part = spec.cat.counts[pair.details["part"]]
+            n_before = len(pair.before.cat.build(pair.before.params)[part])
+            n_after = len(pair.after.cat.build(pair.after.params)[part])
+            assert (n_before, n_after) == (pair.details["from"], pair.details["count"])
         assert (pair.kind, spec.category) not in HELDOUT_EDIT_COMBOS
     assert seen == set(EDIT_KINDS)
 

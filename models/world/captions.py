@@ -90,8 +90,8 @@ def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train") 
             sc = _pick(rng, _words(COLOUR_WORDS, pattern[1], phrasing))
             desc += " with " + _pick(rng, _words(PATTERN_WORDS, pattern[0], phrasing)).format(c=sc)
         descs.append(desc)
-    for counted, param in cat.counts.items():
-        n = spec.params[param]
+    for counted in cat.counts:
+        n = cat.count_of(counted, spec.params)
         if rng.random() < 0.5 and n:
             noun = cat.noun_for(counted)
             descs.append(f"{_number(n)} {noun if n > 1 else noun.rstrip('s')}")

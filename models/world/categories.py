@@ -40,7 +40,7 @@ class Category:
     params: tuple[Param, ...]
     build: Callable[[dict], Parts]
     optional_parts: dict = field(default_factory=dict)   # part -> bool param
-    counts: dict = field(default_factory=dict)           # counted part -> int param
+    counts: dict = field(default_factory=dict)           # counted noun -> (int param, part it builds)
     part_sizes: dict = field(default_factory=dict)       # part -> (param, word for up, word for down)
     pattern_parts: tuple[str, ...] = ()
     part_nouns: dict = field(default_factory=dict)       # part -> how captions name it
@@ -54,6 +54,17 @@ class Category:
 
     def noun_for(self, part: str) -> str:
         return self.part_nouns.get(part, part)
+
+    def count_of(self, noun: str, params: dict) -> int:
+        """How many of `noun` the asset has, or 0 when the count does not apply
+        (part absent, or the count parameter has no effect, as for a round tree's tiers)."""
+        param, part = self.counts[noun]
+        n = len(self.build(params).get(part, []))
+        if n == 0 or n != params[param]:
+            return 0
+        other = next((c for c in self.param_by_name[param].choices if c and c != n), None)
+        changes = other is not None and len(self.build({**params, param: other}).get(part, [])) != n
+        return n if changes else 0
 
 
 # ---------------------------------------------------------------- builders
@@ -251,12 +262,12 @@ CATEGORIES: dict[str, Category] = {c.name: c for c in (
     Category("table", ("table", "desk", "dining table"), ("tabletop",),
              (F("top_width", 0.9, 1.6), F("top_depth", 0.6, 1.0), F("height", 0.5, 0.9),
               F("top_thickness", 0.05, 0.1), F("leg_thickness", 0.06, 0.12), F("legs", choices=(4, 6))),
-             _table, counts={"legs": "legs"}, part_sizes={"legs": ("height", "longer", "shorter"), "top": ("top_width", "wider", "narrower")},
+             _table, counts={"legs": ("legs", "legs")}, part_sizes={"legs": ("height", "longer", "shorter"), "top": ("top_width", "wider", "narrower")},
              pattern_parts=("top",), part_nouns={"top": "tabletop"}),
     Category("stool", ("stool", "bar stool", "footstool"), ("tabouret",),
              (F("seat_radius", 0.22, 0.38), F("seat_height", 0.5, 1.0), F("leg_radius", 0.025, 0.045),
               F("legs", choices=(3, 4)), F("footrest", choices=B)),
-             _stool, optional_parts={"footrest": "footrest"}, counts={"legs": "legs"},
+             _stool, optional_parts={"footrest": "footrest"}, counts={"legs": ("legs", "legs")},
              part_sizes={"legs": ("seat_height", "longer", "shorter"), "seat": ("seat_radius", "bigger", "smaller")}, pattern_parts=("seat",)),
     Category("lamp", ("lamp", "table lamp", "floor lamp"), ("light",),
              (F("base_radius", 0.2, 0.35), F("base_height", 0.04, 0.1), F("pole_height", 0.6, 1.05),
@@ -282,26 +293,26 @@ CATEGORIES: dict[str, Category] = {c.name: c for c in (
              (F("width", 0.6, 0.8), F("length", 1.2, 1.7), F("body_height", 0.22, 0.35),
               F("wheel_radius", 0.14, 0.22), F("cabin_height", 0.18, 0.3), F("cabin_length", 0.4, 0.65),
               F("wheels", choices=(4, 4, 6)), F("spoiler", choices=B)),
-             _car, optional_parts={"spoiler": "spoiler"}, counts={"wheels": "wheels"},
+             _car, optional_parts={"spoiler": "spoiler"}, counts={"wheels": ("wheels", "wheels")},
              part_sizes={"wheels": ("wheel_radius", "bigger", "smaller"), "cabin": ("cabin_height", "taller", "lower"),
                          "body": ("length", "longer", "shorter")},
              pattern_parts=("body",)),
     Category("rocket", ("rocket", "spaceship", "rocket ship"), ("missile",),
              (F("body_radius", 0.15, 0.25), F("body_height", 0.7, 1.1), F("nose_height", 0.25, 0.45),
               F("fin_size", 0.15, 0.3), F("fins", choices=(3, 4)), F("window", choices=B)),
-             _rocket, optional_parts={"window": "window"}, counts={"fins": "fins"},
+             _rocket, optional_parts={"window": "window"}, counts={"fins": ("fins", "fins")},
              part_sizes={"fins": ("fin_size", "bigger", "smaller"), "nose": ("nose_height", "longer", "shorter"),
                          "body": ("body_height", "longer", "shorter")},
              pattern_parts=("body",), part_nouns={"nose": "nose cone"}),
     Category("tree", ("tree", "garden tree", "leafy tree"), ("sapling",),
              (F("trunk_radius", 0.06, 0.12), F("trunk_height", 0.3, 0.6), F("foliage_radius", 0.35, 0.6),
               F("foliage_height", 0.55, 0.95), F("tiers", choices=(1, 2, 3)), F("round", choices=B)),
-             _tree, counts={"tiers": "tiers"}, part_sizes={"trunk": ("trunk_height", "taller", "shorter"), "foliage": ("foliage_radius", "wider", "narrower")},
+             _tree, counts={"tiers": ("tiers", "foliage")}, part_sizes={"trunk": ("trunk_height", "taller", "shorter"), "foliage": ("foliage_radius", "wider", "narrower")},
              pattern_parts=("foliage",), part_nouns={"foliage": "leaves"}),
     Category("house", ("house", "cottage", "little house"), ("cabin",),
              (F("width", 0.9, 1.4), F("depth", 0.7, 1.0), F("wall_height", 0.62, 0.9),
               F("windows", choices=(0, 2, 4)), F("chimney", choices=B)),
-             _house, optional_parts={"chimney": "chimney"}, counts={"windows": "windows"},
+             _house, optional_parts={"chimney": "chimney"}, counts={"windows": ("windows", "windows")},
              part_sizes={"walls": ("wall_height", "taller", "lower")}, pattern_parts=("walls",)),
     Category("mushroom", ("mushroom", "toadstool", "fungus"), ("champignon",),
              (F("stem_radius", 0.08, 0.18), F("stem_height", 0.35, 0.75), F("cap_radius", 0.35, 0.65),

@@ -130,8 +130,8 @@ def _candidates(spec: AssetSpec, rng, split: str):
         return build
 
     def change_count(ph):
-        counted = _pick(rng, list(cat.counts))
-        param = cat.counts[counted]
+        counted = _pick(rng, [c for c in cat.counts if cat.count_of(c, spec.params)])
+        param = cat.counts[counted][0]
         choices = sorted(set(cat.param_by_name[param].choices) - {spec.params[param]} - {0})
         n = int(_pick(rng, choices))
         after = spec.copy()
@@ -162,7 +162,7 @@ def _candidates(spec: AssetSpec, rng, split: str):
             ("resize_part", resize_part) if any(p in parts for p in cat.part_sizes) else None,
             ("add_part", add_or_remove(True)) if any(not spec.params[p] for p in cat.optional_parts.values()) else None,
             ("remove_part", add_or_remove(False)) if any(spec.params[p] for p in cat.optional_parts.values()) else None,
-            ("change_count", change_count) if cat.counts else None,
+            ("change_count", change_count) if any(cat.count_of(c, spec.params) for c in cat.counts) else None,
             ("add_pattern", add_pattern) if any(p in parts and p not in spec.patterns for p in cat.pattern_parts) else None,
             ("remove_pattern", remove_pattern) if spec.patterns else None]
     return [c for c in out if c is not None]

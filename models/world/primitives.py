@@ -73,11 +73,13 @@ def _sd_box(q: np.ndarray, prm: np.ndarray) -> np.ndarray:
 
 
 def _sd_ellipsoid(q: np.ndarray, prm: np.ndarray) -> np.ndarray:
-    # Inigo Quilez's bound-preserving approximation; exact for spheres.
+    # Outside: Inigo Quilez's approximation (exact for spheres). Inside it overestimates
+    # depth, so use the bound (k0 - 1) * min radius there; both are 0 on the surface.
     radii = prm[..., :3]
     k0 = _length(q / radii)
     k1 = _length(q / (radii * radii))
-    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+    outside = k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+    return np.where(k0 < 1.0, (k0 - 1.0) * radii.min(axis=-1), outside)
 
 
 def _sd_cylinder(q: np.ndarray, prm: np.ndarray) -> np.ndarray:

@@ -1,0 +1,152 @@
+"""Mesh extraction, GLB writing and reading arbitrary mesh files (no trained model needed)."""
+import os
+
+import numpy as np
+import pytest
+import trimesh
+
+from models.mesh import Cancelled, MeshExtractionError, extract_mesh, sdf_grid, write_glb
+from models.meshio import MeshInputError, colored_cloud, from_trimesh, load_mesh, normalise, sdf_samples
+from models.geometry import grid_points
+from models.world.asset import Asset, sample_asset_spec
+from models.world.shapes import GROUND
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture(scope="module")
+def chair():
+    return Asset(sample_asset_spec("test", 0))
+
+
+def _fields(asset):
+    return (lambda p: asset.query(p, with_colour=False)[0]), (lambda p: asset.query(p)[1])
+
+
+def test_coarse_to_fine_grid_matches_dense(chair):
+    sdf_fn, _ = _fields(chair)
+    fast = sdf_grid(sdf_fn, 64)
+    dense = sdf_fn(grid_points(64)).reshape(64, 64, 64)
+    assert np.array_equal(fast < 0, dense < 0)
+    near = np.abs(dense) < 0.05
+    assert np.allclose(fast[near], dense[near])
+
+
+def test_extract_mesh_is_outward_and_coloured(chair):
+    mesh = extract_mesh(*_fields(chair), resolution=64)
+    assert len(mesh.faces) > 500
+    assert np.all(np.abs(mesh.vertices) <= 1.0)
+    # outward winding: face normals point away from the inside (SDF increases along them)
+    v, f = mesh.vertices, mesh.faces
+    c = v[f].mean(1)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    d_out = chair.query(c + 0.01 * n, with_colour=False)[0]
+    d_in = chair.query(c - 0.01 * n, with_colour=False)[0]
+    assert np.mean(d_out > d_in) > 0.95
+    assert mesh.colors.shape == v.shape and mesh.colors.min() >= 0 and mesh.colors.max() <= 1
+
+
+def test_extraction_errors_on_empty_and_full_fields():
+    with pytest.raises(MeshExtractionError):
+        extract_mesh(lambda p: np.ones(len(p), np.float32), lambda p: np.zeros((len(p), 3)), 32)
+    with pytest.raises(MeshExtractionError):
+        extract_mesh(lambda p: -np.ones(len(p), np.float32), lambda p: np.zeros((len(p), 3)), 32)
+    with pytest.raises(ValueError):
+        extract_mesh(lambda p: np.ones(len(p)), lambda p: p, 100)
+
+
+def test_extraction_cancels_between_chunks(chair):
+    with pytest.raises(Cancelled):
+        extract_mesh(*_fields(chair), resolution=128, cancel=lambda: True)
+
+
+def test_glb_loads_back_with_colours_in_gltf_frame(chair, tmp_path):
+    mesh = extract_mesh(*_fields(chair), resolution=64)
+    path = str(tmp_path / "a.glb")
+    write_glb(mesh, path)
+    scene = trimesh.load(path)
+    geom = list(scene.geometry.values())[0]
+    assert len(geom.faces) == len(mesh.faces)
+    # glTF is +Y up: Kiln's (x, y, z) is stored as (x, z, -y)
+    assert np.allclose(geom.vertices[:, 1], mesh.vertices[:, 2], atol=1e-5)
+    assert np.allclose(geom.vertices[:, 2], -mesh.vertices[:, 1], atol=1e-5)
+    assert "color" in geom.visual.vertex_attributes
+    # and Kiln's own reader turns it back into +Z up with the same (sRGB) colours
+    raw = load_mesh(path)
+    assert raw.up == "y"
+    src = normalise(raw)
+    assert np.allclose(src.normalisation.to_original(src.vertices), raw.vertices, atol=1e-5)
+    assert np.allclose(raw.colors, mesh.colors, atol=2e-3)
+
+
+def test_bad_mesh_files_raise_clear_errors(tmp_path):
+    empty = tmp_path / "empty.obj"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.glb"
+    corrupt.write_bytes(os.urandom(2048))
+    wrong = tmp_path / "notes.txt"
+    wrong.write_text("v 0 0 0\n")
+    no_faces = tmp_path / "points.obj"
+    no_faces.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    nan = tmp_path / "nan.obj"
+    nan.write_text("v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    flat = tmp_path / "flat.obj"
+    flat.write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
+    cases = {empty: "empty", corrupt: "could not read", wrong: "unsupported", no_faces: "no triangles",
+             nan: "non-finite", flat: "degenerate", tmp_path / "missing.obj": "not found"}
+    for path, words in cases.items():
+        with pytest.raises(MeshInputError) as info:
+            normalise(load_mesh(str(path)))
+        assert words in str(info.value), (path, str(info.value))
+        assert info.value.code in ("bad_input", "not_found")
+
+
+def test_normalisation_puts_meshes_where_assets_stand():
+    box = trimesh.creation.box((4.0, 2.0, 1.0))
+    box.apply_translation((10, -3, 5))
+    src = normalise(from_trimesh(box))
+    lo, hi = src.vertices.min(0), src.vertices.max(0)
+    assert lo[2] == pytest.approx(GROUND, abs=1e-5)
+    assert np.allclose((lo[:2] + hi[:2]) / 2, 0, atol=1e-5)
+    assert np.all(np.abs(src.vertices) <= 0.97)
+    assert np.allclose(src.normalisation.to_original(src.vertices), box.vertices, atol=1e-4)
+
+
+def test_sdf_samples_of_a_watertight_mesh_match_the_analytic_sphere():
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    src = normalise(from_trimesh(sphere))
+    pts, sdf, rgb = sdf_samples(src, 4000, 4000, np.random.default_rng(0))
+    r = 0.5 * (src.vertices.max(0)[2] - src.vertices.min(0)[2])
+    centre = np.array([0, 0, GROUND + r])
+    exact = np.linalg.norm(pts - centre, axis=1) - r
+    resolved = np.abs(exact) > 0.003  # closer than that, the icosphere's facets and the sphere differ
+    assert np.mean(np.sign(sdf[resolved]) == np.sign(exact[resolved])) > 0.998
+    assert np.abs(sdf - exact).mean() < 0.01
+    assert np.allclose(rgb, 0.5)
+
+
+def test_open_mesh_gets_a_sensible_sign():
+    """A box without its top: the flood fill leaks in through the opening, so the cavity is
+    outside, and next to the walls the face normals decide: the walls become thin solids."""
+    box = trimesh.creation.box((1.0, 1.0, 1.0))
+    keep = box.face_normals[:, 2] < 0.5  # drop the two top triangles
+    open_box = trimesh.Trimesh(box.vertices, box.faces[keep], process=False)
+    src = normalise(from_trimesh(open_box))
+    pts, sdf, _ = sdf_samples(src, 4000, 4000, np.random.default_rng(0))
+    assert np.isfinite(sdf).all()
+    half = 0.5 * (src.vertices.max(0)[0] - src.vertices.min(0)[0])
+    centre_z = GROUND + half
+    rel = np.abs(pts - np.array([0, 0, centre_z]))
+    cavity = (rel.max(1) < half - 0.1)
+    assert cavity.sum() > 50 and np.all(sdf[cavity] > 0)
+    just_inside_wall = (np.abs(rel[:, 0] - half) < 0.01) & (rel[:, 0] < half) & (rel[:, 1] < half - 0.05) \
+        & (rel[:, 2] < half - 0.05)
+    assert just_inside_wall.sum() > 10 and np.mean(sdf[just_inside_wall] < 0) > 0.95
+
+
+def test_blender_mesh_loads_and_samples():
+    raw = load_mesh(os.path.join(DATA, "suzanne_blender.obj"))
+    src = normalise(raw)
+    cloud = colored_cloud(src, 2048, np.random.default_rng(0))
+    assert cloud.shape == (2048, 6) and np.all(np.abs(cloud[:, :3]) <= 1)

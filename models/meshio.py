@@ -56,9 +56,15 @@ class Normalisation:
         v = y_up_to_z_up(v) if self.up == "y" else v
         return ((v - np.asarray(self.centre)) * self.scale + np.array([0.0, 0.0, GROUND])).astype(np.float32)
 
-    def to_original(self, v: np.ndarray) -> np.ndarray:
+    def to_original_z_up(self, v: np.ndarray) -> np.ndarray:
+        """Undo the move and scale but stay +Z up (what Blender and Kiln's GLB writer expect)."""
         v = (np.asarray(v, np.float64) - np.array([0.0, 0.0, GROUND])) / self.scale + np.asarray(self.centre)
-        return (z_up_to_y_up(v) if self.up == "y" else v).astype(np.float32)
+        return v.astype(np.float32)
+
+    def to_original(self, v: np.ndarray) -> np.ndarray:
+        """Back into the file's own coordinates (its up axis included)."""
+        v = self.to_original_z_up(v)
+        return z_up_to_y_up(v) if self.up == "y" else v
 
     def to_dict(self) -> dict:
         return {"centre": list(self.centre), "scale": self.scale, "up": self.up}

@@ -2,7 +2,7 @@
 # The README's test command: set up everything the suite needs, then run all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --test
+bash scripts/setup.sh
 set +e
 .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
 rc=$?

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-assets", type=int, default=64)
     p.add_argument("--n-input", type=int, default=2048, help="surface points fed to the encoder")
     p.add_argument("--n-query", type=int, default=4096, help="supervised query points per asset")
-    p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--kl-weight", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "autoencoder"))
@@ -58,7 +58,7 @@ def losses(model: TriplaneAutoencoder, cloud, pts, sdf_gt, rgb_gt, kl_weight: fl
     sdf_loss = F.l1_loss(sdf.clamp(-c, c), sdf_gt.clamp(-c, c))
     near = (sdf_gt.abs() < 0.03).float().unsqueeze(-1)
     rgb_loss = ((rgb - rgb_gt).abs() * near).sum() / (3 * near.sum()).clamp(min=1)
-    return sdf_loss + 0.25 * rgb_loss + kl_weight * kl, {"sdf": sdf_loss.item(), "rgb": rgb_loss.item(), "kl": kl.item()}
+    return sdf_loss + 0.5 * rgb_loss + kl_weight * kl, {"sdf": sdf_loss.item(), "rgb": rgb_loss.item(), "kl": kl.item()}
 
 
 @torch.no_grad()

@@ -26,6 +26,10 @@ class PointEncoder(nn.Module):
         self.down = nn.Conv2d(h, h, 3, stride=2, padding=1)  # scatter_res -> latent_res
         self.block2 = PlaneBlock(h)
         self.head = nn.Conv2d(h, 2 * cfg.latent_channels, 3, padding=1)  # mean, log-variance
+        # Start with a nearly deterministic posterior (sigma ~ 0.05): with sigma ~ 1 at init the
+        # decoder learns to ignore the latent's fine content (colour first) and never recovers.
+        with torch.no_grad():
+            self.head.bias[cfg.latent_channels:].fill_(-6.0)
 
     def forward(self, cloud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xyz = cloud[..., :3]

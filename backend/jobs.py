@@ -1,0 +1,140 @@
+"""Job runners: one function per op, shared by the server, the CLI and batch runs.
+
+A runner gets a JobContext (progress, cancel check, the model registry, the output
+root) and the validated request, and returns the result event's fields.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from models.mesh import Cancelled
+
+from . import __version__
+from .errors import JobError
+from .registry import Registry
+from .results import OutputRoot, save_latent
+
+Emit = Callable[[str, dict], None]  # (event type, fields)
+
+
+@dataclass
+class JobContext:
+    id: str
+    registry: Registry
+    output: OutputRoot
+    emit: Emit
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    min_interval: float = 0.05
+    _last: float = 0.0
+    _stage: str = ""
+    timings: dict = field(default_factory=dict)
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancel(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+    def progress(self, fraction: float, stage: str, message: str = "") -> None:
+        """Throttled progress events (always sent on a stage change and at the end of a stage)."""
+        now = time.monotonic()
+        if stage == self._stage and fraction < 1.0 and now - self._last < self.min_interval:
+            return
+        self._last, self._stage = now, stage
+        self.emit("progress", {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4),
+                               "message": message})
+
+    def stage(self, start: float, end: float, stage: str) -> Callable[[float, str], None]:
+        """A progress callback mapping a sub-task's 0..1 onto [start, end] of the job."""
+        return lambda f, msg="": self.progress(start + (end - start) * f, stage, msg)
+
+    def timed(self, name: str):
+        ctx = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                ctx.timings[name] = round(ctx.timings.get(name, 0.0) + time.perf_counter() - self.t, 4)
+
+        return _Timer()
+
+
+def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict:
+    from models.mesh import write_glb
+
+    out_dir = ctx.output.job_dir(ctx.id, req.get("out"))
+    with ctx.timed("write"):
+        glb = os.path.join(out_dir, "asset.glb")
+        write_glb(mesh, glb)
+        latent_path = os.path.join(out_dir, "latent.safetensors")
+        save_latent(latent_path, latent, {"backend": __version__, **meta})
+        preview = None
+        if req.get("preview"):
+            from models.preview import render_preview, save_png
+
+            preview = os.path.join(out_dir, "preview.png")
+            save_png(render_preview(mesh, size=384, samples=200_000), preview)
+    return {"dir": out_dir, "glb": glb, "latent": latent_path, "preview": preview, "mesh": mesh.stats}
+
+
+def run_encode(ctx: JobContext, req: dict) -> dict:
+    """Any mesh -> latent (encode + optional fit) -> reconstructed mesh in the mesh's own frame."""
+    import numpy as np
+
+    from models.meshio import load_mesh, normalise
+    from models.metrics import volume_iou
+    from models.triplane.inference import LatentField, encode_source_mesh, latent_to_mesh
+
+    with ctx.timed("load_model"):
+        model = ctx.registry.get("encode")
+    ctx.progress(0.0, "read", "reading mesh")
+    with ctx.timed("read"):
+        src = normalise(load_mesh(req["mesh"]), req.get("up"))
+    ctx.check_cancel()
+    with ctx.timed("encode"):
+        latent, samples = encode_source_mesh(model, src, fit_steps=req["fit_steps"], seed=req["seed"],
+                                             progress=ctx.stage(0.05, 0.7, "fit"), cancel=ctx.cancelled)
+    fit_iou = None
+    if samples is not None:
+        fit_iou = volume_iou(LatentField(model, latent).sdf(samples[0]), samples[1])
+    with ctx.timed("mesh"):
+        mesh = latent_to_mesh(model, latent, req["resolution"], progress=ctx.stage(0.7, 0.95, "mesh"),
+                              cancel=ctx.cancelled)
+    mesh.vertices = src.normalisation.to_original_z_up(mesh.vertices)
+    meta = {"op": "encode", "model": "kiln-triplane-ae", "model_config": model.cfg.to_dict(),
+            "source_mesh": os.path.abspath(req["mesh"]), "normalisation": src.normalisation.to_dict(),
+            "seed": req["seed"], "fit_steps": req["fit_steps"], "resolution": req["resolution"],
+            "fit_iou": fit_iou}
+    result = _write_outputs(ctx, req, mesh, latent, meta)
+    result["fit_iou"] = None if fit_iou is None else round(float(fit_iou), 4)
+    return result
+
+
+def run_generate(ctx: JobContext, req: dict) -> dict:
+    mode = "text" if req["mode"] == "text" else "images"
+    ctx.registry.get(mode, req.get("model"))  # raises model_unavailable until the model ships
+    raise JobError("model_unavailable", f"no runner for {mode} generation in this build")
+
+
+def run_edit(ctx: JobContext, req: dict) -> dict:
+    ctx.registry.get("edit", req.get("model"))
+    raise JobError("model_unavailable", "no runner for instruction editing in this build")
+
+
+RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
+    "encode": run_encode, "generate": run_generate, "edit": run_edit,
+}
+
+
+def run_job(ctx: JobContext, req: dict) -> dict:
+    t0 = time.perf_counter()
+    result = RUNNERS[req["op"]](ctx, req)
+    ctx.timings["total"] = round(time.perf_counter() - t0, 4)
+    return {**result, "timings": dict(ctx.timings)}

@@ -1,0 +1,186 @@
+"""Kiln's wire protocol: JSON lines between the Blender add-on (or any client) and the backend.
+
+Standard library only: the backend and the Blender add-on both import this module.
+
+Every request is one JSON object on one line with an `op` and a client-chosen `id`;
+every event the backend writes repeats that `id`. See README "Wire protocol".
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20  # longer lines are answered with bad_request and skipped
+
+# The fixed list of error codes. Clients switch on `code`; `message` is for people.
+ERROR_CODES: dict[str, str] = {
+    "bad_request": "the line is not a valid request: not JSON, unknown op, missing or mistyped fields",
+    "bad_input": "a file the request names cannot be used (corrupt, empty, wrong format, degenerate)",
+    "not_found": "a file the request names does not exist",
+    "path_outside_root": "an output path would escape the backend's output root",
+    "model_unavailable": "the requested model is not installed or not trained yet",
+    "empty_mesh": "the model produced no surface to mesh",
+    "cancelled": "the job was cancelled",
+    "out_of_memory": "the device ran out of memory",
+    "shutting_down": "the backend is shutting down and takes no new jobs",
+    "internal": "an unexpected failure inside the backend (see its log)",
+}
+
+REQUEST_OPS = ("hello", "generate", "edit", "encode", "cancel", "shutdown")
+JOB_OPS = ("generate", "edit", "encode")  # queued, answered by progress ... result | error | cancelled
+EVENT_TYPES = ("accepted", "progress", "result", "error", "cancelled")
+RESOLUTIONS = (64, 128, 256)
+GENERATE_MODES = ("text", "images")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, request_id: str | None = None):
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Field:
+    type: type | tuple
+    required: bool = False
+    default: Any = None
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+    max_len: int = 4096
+
+
+_ID = Field(str, required=True, max_len=128)
+_SEED = Field(int, default=0, min=0, max=2**31 - 1)
+_RES = Field(int, default=128, choices=RESOLUTIONS)
+_OUT = Field(str, default=None, max_len=255)  # sub-folder name under the output root
+_PREVIEW = Field(bool, default=True)
+
+SCHEMAS: dict[str, dict[str, Field]] = {
+    "hello": {"id": _ID, "client": Field(str, default="", max_len=256)},
+    "generate": {
+        "id": _ID, "mode": Field(str, default="text", choices=GENERATE_MODES),
+        "prompt": Field(str, default=None, max_len=2000), "front": Field(str, default=None),
+        "back": Field(str, default=None), "seed": _SEED, "resolution": _RES,
+        "model": Field(str, default=None, max_len=128), "steps": Field(int, default=None, min=1, max=64),
+        "guidance": Field((int, float), default=None, min=0.0, max=20.0),
+        "refine": Field(bool, default=False), "out": _OUT, "preview": _PREVIEW,
+    },
+    "edit": {
+        "id": _ID, "asset": Field(str, default=None), "mesh": Field(str, default=None),
+        "instruction": Field(str, required=True, max_len=2000),
+        "strength": Field((int, float), default=1.0, min=0.0, max=1.0), "seed": _SEED, "resolution": _RES,
+        "model": Field(str, default=None, max_len=128), "out": _OUT, "preview": _PREVIEW,
+    },
+    "encode": {
+        "id": _ID, "mesh": Field(str, required=True), "fit_steps": Field(int, default=60, min=0, max=1000),
+        "up": Field(str, default=None, choices=("y", "z")), "seed": _SEED, "resolution": _RES, "out": _OUT,
+        "preview": _PREVIEW,
+    },
+    "cancel": {"id": _ID, "target": Field(str, required=True, max_len=128)},
+    "shutdown": {"id": _ID},
+}
+
+
+def _check(name: str, value: Any, spec: Field, rid: str | None) -> Any:
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    # bool is an int in Python; only accept it where bool is asked for
+    if isinstance(value, bool) and bool not in types:
+        raise ProtocolError("bad_request", f"field '{name}' must be {_type_name(types)}, got a boolean", rid)
+    if not isinstance(value, types):
+        raise ProtocolError("bad_request", f"field '{name}' must be {_type_name(types)}, got {type(value).__name__}", rid)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError("bad_request", f"field '{name}' must be a finite number", rid)
+    if isinstance(value, str):
+        if len(value) > spec.max_len:
+            raise ProtocolError("bad_request", f"field '{name}' is longer than {spec.max_len} characters", rid)
+        if "\x00" in value:
+            raise ProtocolError("bad_request", f"field '{name}' contains a NUL character", rid)
+    if spec.choices and value not in spec.choices:
+        raise ProtocolError("bad_request", f"field '{name}' must be one of {list(spec.choices)}, got {value!r}", rid)
+    if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
+        raise ProtocolError("bad_request", f"field '{name}' must be in [{spec.min}, {spec.max}], got {value!r}", rid)
+    return value
+
+
+def _type_name(types: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def parse_request(line: bytes | str) -> dict:
+    """Decode and validate one request line; raises ProtocolError (with the id when one was readable)."""
+    if isinstance(line, bytes):
+        if len(line) > MAX_LINE_BYTES:
+            raise ProtocolError("bad_request", f"line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("bad_request", "line is not valid UTF-8") from None
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ProtocolError("bad_request", "line is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_request", "a request must be a JSON object")
+    rid = obj.get("id") if isinstance(obj.get("id"), str) and len(obj["id"]) <= 128 else None
+    op = obj.get("op")
+    if op not in SCHEMAS:
+        raise ProtocolError("bad_request", f"unknown op {op!r}; expected one of {list(REQUEST_OPS)}", rid)
+    schema = SCHEMAS[op]
+    unknown = set(obj) - set(schema) - {"op"}
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown field(s) for '{op}': {sorted(unknown)}", rid)
+    req = {"op": op}
+    for name, spec in schema.items():
+        if name not in obj or obj[name] is None:
+            if spec.required:
+                raise ProtocolError("bad_request", f"'{op}' needs field '{name}'", rid)
+            req[name] = spec.default
+        else:
+            req[name] = _check(name, obj[name], spec, rid)
+    _check_semantics(req, rid)
+    return req
+
+
+def _check_semantics(req: dict, rid: str | None) -> None:
+    op = req["op"]
+    if op == "generate":
+        if req["mode"] == "text" and not (req["prompt"] or "").strip():
+            raise ProtocolError("bad_request", "the prompt is empty: describe the asset, e.g. 'a red chair'", rid)
+        if req["mode"] == "images" and not req["front"]:
+            raise ProtocolError("bad_request", "image mode needs a 'front' image path", rid)
+    if op == "edit":
+        if not req["instruction"].strip():
+            raise ProtocolError("bad_request", "the instruction is empty: say what to change, e.g. 'make it blue'", rid)
+        if bool(req["asset"]) == bool(req["mesh"]):
+            raise ProtocolError("bad_request", "'edit' needs exactly one of 'asset' (a latent) or 'mesh' (a mesh file)", rid)
+
+
+def request(op: str, id: str, **fields) -> str:
+    """Client side: one request line (without the newline)."""
+    return json.dumps({"op": op, "id": id, **{k: v for k, v in fields.items() if v is not None}})
+
+
+def event(type_: str, id: str | None, **fields) -> str:
+    assert type_ in EVENT_TYPES, type_
+    return json.dumps({"event": type_, "id": id, **fields}, separators=(",", ":"), allow_nan=False)
+
+
+def error_event(code: str, message: str, id: str | None = None, **extra) -> str:
+    assert code in ERROR_CODES, code
+    return event("error", id, code=code, message=message, **extra)
+
+
+def parse_event(line: str) -> dict:
+    """Client side: decode one event line (raises ValueError on anything else)."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict) or obj.get("event") not in EVENT_TYPES:
+        raise ValueError(f"not a Kiln event: {line[:200]!r}")
+    return obj

@@ -1,0 +1,67 @@
+"""Where job results go: one folder per job under an output root, never outside it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import numpy as np
+
+from .errors import JobError
+
+LATENT_KEY = "latent"
+LATENT_FORMAT = "kiln-latent/1"
+
+
+class OutputRoot:
+    def __init__(self, root: str):
+        self.root = os.path.realpath(os.path.abspath(os.path.expanduser(root)))
+
+    def job_dir(self, job_id: str, out: str | None = None) -> str:
+        """The folder for a job: `out` (a relative sub-folder) or one named after the job id."""
+        if out is not None:
+            if os.path.isabs(out) or out.startswith("~") or any(p == ".." for p in re.split(r"[\\/]", out)):
+                raise JobError("path_outside_root", f"output folder {out!r} must be a relative path inside the output root")
+            name = out
+        else:
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", job_id).strip("._") or "job"
+        path = os.path.realpath(os.path.join(self.root, name))
+        if os.path.commonpath([path, self.root]) != self.root or path == self.root:
+            raise JobError("path_outside_root", f"output folder {out or name!r} resolves outside the output root")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+def save_latent(path: str, latent, meta: dict) -> None:
+    """latent (3, C, R, R) tensor + JSON metadata (model, version, prompt/mesh, seed, parameters)."""
+    from safetensors.torch import save_file
+
+    tensor = latent.detach().to("cpu").float().contiguous()
+    if tensor.ndim == 5:
+        tensor = tensor[0]
+    info = {"format": LATENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+    tmp = path + ".tmp"
+    save_file({LATENT_KEY: tensor}, tmp, metadata={"kiln": json.dumps(info)})
+    os.replace(tmp, path)
+
+
+def load_latent(path: str, expected_shape: tuple | None = None):
+    """-> (latent (1, 3, C, R, R) tensor, metadata dict); clear errors for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise JobError("not_found", f"latent file not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("kiln", "{}"))
+            if LATENT_KEY not in f.keys():
+                raise JobError("bad_input", f"{os.path.basename(path)} holds no Kiln latent")
+            latent = f.get_tensor(LATENT_KEY)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise JobError("bad_input", f"{os.path.basename(path)} is not a Kiln latent file: {exc}") from None
+    if expected_shape is not None and tuple(latent.shape) != tuple(expected_shape):
+        raise JobError("bad_input", f"latent has shape {tuple(latent.shape)}, this model expects {tuple(expected_shape)}")
+    if not bool(np.isfinite(latent.numpy()).all()):
+        raise JobError("bad_input", "latent contains non-finite values")
+    return latent[None], meta

@@ -1,0 +1,195 @@
+"""The backend over a real subprocess: request/response cycles, queue, cancel, fuzz, EOF, paths."""
+import json
+import os
+import random
+import time
+
+import numpy as np
+import pytest
+import trimesh
+
+from backend.protocol import ERROR_CODES
+from backend.results import load_latent
+from tests.backend_proc import BackendProcess
+
+
+
+@pytest.fixture(scope="module")
+def mesh_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("meshes") / "torus.obj"
+    trimesh.creation.torus(major_radius=1.0, minor_radius=0.35).export(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    root = tmp_path_factory.mktemp("out")
+    proc = BackendProcess(str(root))
+    yield proc, str(root)
+    proc.close()
+
+
+def test_hello(backend):
+    proc, root = backend
+    t = time.monotonic()
+    proc.send("hello", "h1")
+    ev = proc.wait_for("h1", timeout=60)
+    assert ev["event"] == "result" and ev["protocol"] == 1
+    ids = {m["id"]: m for m in ev["models"]}
+    assert ids["kiln-triplane-ae"]["available"]
+    assert ev["device"] in ("cpu", "cuda")
+    assert os.path.realpath(ev["output_root"]) == os.path.realpath(root)
+
+
+def test_encode_full_cycle(backend, mesh_file):
+    proc, root = backend
+    seen = []
+    proc.send("encode", "enc1", mesh=mesh_file, fit_steps=20, resolution=64)
+    ev = proc.wait_for("enc1", seen=seen)
+    assert ev["event"] == "result", ev
+    kinds = [e["event"] for e in seen if e.get("id") == "enc1"]
+    assert kinds[0] == "accepted" and "progress" in kinds
+    fractions = [e["fraction"] for e in seen if e["event"] == "progress" and e["id"] == "enc1"]
+    assert all(0 <= f <= 1 for f in fractions)
+    assert os.path.commonpath([ev["dir"], os.path.realpath(root)]) == os.path.realpath(root)
+    scene = trimesh.load(ev["glb"])
+    assert sum(len(g.faces) for g in scene.geometry.values()) == ev["mesh"]["faces"] > 100
+    latent, meta = load_latent(ev["latent"])
+    assert latent.shape[1] == 3 and meta["op"] == "encode" and meta["model"] == "kiln-triplane-ae"
+    assert meta["normalisation"]["scale"] > 0 and ev["fit_iou"] > 0.5
+    assert os.path.exists(ev["preview"])
+    # the reconstruction is back in the mesh's own frame and scale
+    src = trimesh.load(mesh_file)
+    bounds = np.array(ev["mesh"]["bounds"])
+    assert np.allclose(bounds, src.bounds, atol=0.15 * np.ptp(src.bounds, axis=0).max())
+    assert set(ev["timings"]) >= {"encode", "mesh", "write", "total"}
+
+
+def test_queue_order_and_cancel_queued(backend, mesh_file):
+    proc, _ = backend
+    proc.send("encode", "q1", mesh=mesh_file, fit_steps=200, resolution=128)
+    proc.send("encode", "q2", mesh=mesh_file, fit_steps=0, resolution=64)
+    proc.send("encode", "q3", mesh=mesh_file, fit_steps=0, resolution=64)
+    proc.send("cancel", "c2", target="q2")
+    seen = []
+    assert proc.wait_for("q2", seen=seen)["event"] == "cancelled"
+    order = [e["id"] for e in seen + [proc.wait_for("q3", types=("result",), seen=seen)]
+             if e["event"] in ("result",) and e["id"] in ("q1", "q3")]
+    assert order == ["q1", "q3"]
+
+
+def test_cancel_running_job_is_prompt(backend, mesh_file):
+    proc, _ = backend
+    proc.send("encode", "long", mesh=mesh_file, fit_steps=1000, resolution=256)
+    proc.wait_for("long", types=("progress",))
+    t = time.monotonic()
+    proc.send("cancel", "c-long", target="long")
+    ev = proc.wait_for("long")
+    assert ev["event"] == "cancelled"
+    assert time.monotonic() - t < 2.0
+    proc.send("cancel", "c-none", target="long")
+    assert proc.wait_for("c-none")["code"] == "not_found"
+
+
+@pytest.mark.parametrize("out", ["../escape", "/tmp/abs", "a/../../b", "~/x"])
+def test_output_paths_cannot_escape_the_root(backend, mesh_file, out):
+    proc, root = backend
+    proc.send("encode", f"esc{out}", mesh=mesh_file, fit_steps=0, resolution=64, out=out)
+    ev = proc.wait_for(f"esc{out}")
+    assert ev["event"] == "error" and ev["code"] == "path_outside_root"
+    assert not os.path.exists(os.path.join(os.path.dirname(root), "escape"))
+
+
+def test_bad_inputs_and_missing_models(backend, tmp_path):
+    proc, _ = backend
+    corrupt = tmp_path / "bad.glb"
+    corrupt.write_bytes(os.urandom(512))
+    cases = {
+        "m1": ("encode", {"mesh": str(tmp_path / "missing.obj")}, "not_found"),
+        "m2": ("encode", {"mesh": str(corrupt)}, "bad_input"),
+        "m3": ("generate", {"prompt": "a red chair"}, "model_unavailable"),
+        "m4": ("edit", {"asset": str(corrupt), "instruction": "make it blue"}, "model_unavailable"),
+    }
+    for rid, (op, fields, _) in cases.items():
+        proc.send(op, rid, **fields)
+    for rid, (_, _, code) in cases.items():
+        ev = proc.wait_for(rid)
+        assert ev["event"] == "error" and ev["code"] == code, ev
+        assert "Traceback" not in ev["message"]
+
+
+def _fuzz_lines(n: int, rng: random.Random) -> list[bytes]:
+    valid = {"op": "generate", "id": "f", "prompt": "a chair", "seed": 1}
+    lines = []
+    for i in range(n):
+        kind = i % 10
+        if kind == 0:
+            lines.append(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200))).replace(b"\n", b"x"))
+        elif kind == 1:
+            lines.append(json.dumps(valid)[: rng.randint(1, 40)].encode())
+        elif kind == 2:
+            lines.append(json.dumps({**valid, "id": f"f{i}", "seed": rng.choice(["x", -5, 1.5, None, [1], 2**40])}).encode()
+                         if i % 20 else b"{}")
+        elif kind == 3:
+            lines.append(json.dumps({"op": rng.choice(["", "GENERATE", "rm -rf", 3, None]), "id": f"f{i}"}).encode())
+        elif kind == 4:
+            lines.append(json.dumps([valid]).encode())
+        elif kind == 5:
+            lines.append(json.dumps({"op": "edit", "id": f"f{i}", "instruction": rng.choice([3, "", None])}).encode())
+        elif kind == 6:
+            lines.append(b'{"op": "generate", "id": "' + b"\xc3\x28" * 5 + b'"}')
+        elif kind == 7:
+            lines.append(json.dumps({"op": "generate", "id": f"f{i}", "prompt": "x", "resolution": rng.choice([0, 1e308, "128", 127])}).encode())
+        elif kind == 8:
+            lines.append(b"[" * 5000 + b"]" * 5000)
+        else:
+            lines.append(json.dumps({"op": "cancel", "id": f"f{i}"}).encode())
+    return lines
+
+
+def test_fuzz_every_bad_line_gets_an_error_and_the_backend_lives(tmp_path):
+    proc = BackendProcess(str(tmp_path))
+    try:
+        rng = random.Random(0)
+        lines = _fuzz_lines(1200, rng)
+        proc.send_raw(b"".join(line + b"\n" for line in lines))
+        huge = b'{"op": "hello", "id": "' + b"y" * (2 << 20) + b'"}\n'
+        proc.send_raw(huge)
+        errors = 0
+        for _ in range(len(lines) + 1):
+            ev = proc.next_event(timeout=60)
+            assert ev["event"] == "error" and ev["code"] in ERROR_CODES, ev
+            errors += 1
+        assert errors == len(lines) + 1
+        proc.send("hello", "alive")
+        assert proc.wait_for("alive", timeout=60)["event"] == "result"
+        assert proc.proc.poll() is None
+    finally:
+        proc.close()
+
+
+def test_stdin_eof_exits_promptly(tmp_path, mesh_file):
+    proc = BackendProcess(str(tmp_path))
+    proc.send("hello", "h")
+    proc.wait_for("h", timeout=60)
+    proc.send("encode", "busy", mesh=mesh_file, fit_steps=1000, resolution=256)
+    proc.wait_for("busy", types=("progress",))
+    t = time.monotonic()
+    proc.proc.stdin.close()
+    proc.proc.wait(timeout=15)
+    assert time.monotonic() - t < 10 and proc.proc.returncode == 0
+
+
+def test_shutdown_answers_and_exits(tmp_path):
+    proc = BackendProcess(str(tmp_path))
+    proc.send("shutdown", "bye")
+    assert proc.wait_for("bye", timeout=60)["event"] == "result"
+    assert proc.proc.wait(timeout=15) == 0
+
+
+def test_stdout_carries_only_protocol_lines(backend):
+    proc, _ = backend
+    proc.send("hello", "h-last")
+    proc.wait_for("h-last")
+    for raw in proc.raw_lines:
+        assert json.loads(raw)["event"] in ("accepted", "progress", "result", "error", "cancelled")

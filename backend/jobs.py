@@ -93,7 +93,7 @@ def run_encode(ctx: JobContext, req: dict) -> dict:
     from models.triplane.inference import LatentField, encode_source_mesh, latent_to_mesh
 
     with ctx.timed("load_model"):
-        model = ctx.registry.get("encode")
+        model = ctx.registry.autoencoder()
     ctx.progress(0.0, "read", "reading mesh")
     with ctx.timed("read"):
         src = normalise(load_mesh(req["mesh"]), req.get("up"))
@@ -118,9 +118,34 @@ def run_encode(ctx: JobContext, req: dict) -> dict:
 
 
 def run_generate(ctx: JobContext, req: dict) -> dict:
-    mode = "text" if req["mode"] == "text" else "images"
-    ctx.registry.get(mode, req.get("model"))  # raises model_unavailable until the model ships
-    raise JobError("model_unavailable", f"no runner for {mode} generation in this build")
+    if req["mode"] == "images":
+        ctx.registry.get("images", req.get("model"))  # model_unavailable until it ships
+        raise JobError("model_unavailable", "no runner for image generation in this build")
+    return run_generate_text(ctx, req)
+
+
+def run_generate_text(ctx: JobContext, req: dict) -> dict:
+    from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from models.triplane.inference import latent_to_mesh
+
+    with ctx.timed("load_model"):
+        ae = ctx.registry.autoencoder()
+        gen = ctx.registry.get("text", req.get("model"))
+    steps = req["steps"] or DEFAULT_STEPS
+    guidance = DEFAULT_GUIDANCE if req["guidance"] is None else float(req["guidance"])
+    ctx.progress(0.0, "text", "encoding the prompt")
+    with ctx.timed("sample"):
+        latent, warnings = gen.generate_latent(req["prompt"], seed=req["seed"], steps=steps, guidance=guidance,
+                                               progress=ctx.stage(0.02, 0.45, "sample"), cancel=ctx.cancelled)
+    with ctx.timed("mesh"):
+        mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
+                              cancel=ctx.cancelled)
+    meta = {"op": "generate", "mode": "text", "model": "kiln-text", "model_version": gen.model.meta.get("version"),
+            "autoencoder_config": ae.cfg.to_dict(), "prompt": req["prompt"], "seed": req["seed"], "steps": steps,
+            "guidance": guidance, "resolution": req["resolution"], "warnings": warnings}
+    result = _write_outputs(ctx, req, mesh, latent, meta)
+    result["warnings"] = warnings
+    return result
 
 
 def run_edit(ctx: JobContext, req: dict) -> dict:

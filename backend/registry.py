@@ -38,13 +38,18 @@ def _load_autoencoder(device):
     return load_autoencoder(device=device)
 
 
+def _load_text(device):
+    from models.text.pipeline import TextToAsset
+
+    return TextToAsset.load(device=device)
+
+
 def default_entries() -> list[ModelEntry]:
     return [
         ModelEntry("kiln-triplane-ae", ("encode",), "Kiln triplane autoencoder: any mesh <-> latent triplane",
                    (os.path.join(WEIGHTS_DIR, "autoencoder.safetensors"),), _load_autoencoder),
-        ModelEntry("kiln-text", ("text",), "Kiln text -> triplane latent generator",
-                   (os.path.join(WEIGHTS_DIR, "text.safetensors"),), None,
-                   "the bundled text -> 3D model is not part of this build yet"),
+        ModelEntry("kiln-text", ("text",), "Kiln text -> triplane latent generator (rectified-flow DiT)",
+                   (os.path.join(WEIGHTS_DIR, "text.safetensors"),), _load_text),
         ModelEntry("kiln-images", ("images",), "Kiln front/back images -> triplane latent reconstructor",
                    (os.path.join(WEIGHTS_DIR, "images.safetensors"),), None,
                    "the bundled images -> 3D model is not part of this build yet"),
@@ -90,6 +95,10 @@ class Registry:
             if entry.id not in self._cache:
                 self._cache[entry.id] = entry.loader(self.device)
             return self._cache[entry.id]
+
+    def autoencoder(self):
+        """The shared latent space's decoder, used by every generator."""
+        return self.get("encode")
 
     def loaded(self) -> list[str]:
         return list(self._cache)

@@ -8,11 +8,12 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.eval")
     sub = parser.add_subparsers(dest="model", required=True)
-    from . import autoencoder
+    from . import autoencoder, text
 
     autoencoder.add_arguments(sub.add_parser("autoencoder", help="round-trip quality on held-out shapes"))
+    text.add_arguments(sub.add_parser("text", help="text -> 3D on held-out prompts"))
     args = parser.parse_args(argv)
-    return {"autoencoder": autoencoder.run}[args.model](args)
+    return {"autoencoder": autoencoder.run, "text": text.run}[args.model](args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import WEIGHTS_DIR, save_model
-from ..data import load_or_build
+from ..data import SampleConfig, load_or_build
 from ..triplane import AutoencoderConfig, TriplaneAutoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=7000)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-assets", type=int, default=4000)
@@ -44,7 +44,7 @@ def batch_from(data: dict, idx: np.ndarray, rng: np.random.Generator, n_input: i
     surf = data["surface"][idx]
     q, sdf, rgb = data["query"][idx], data["sdf"][idx], data["rgb"][idx]
     si = rng.integers(0, surf.shape[1], size=(len(idx), n_input))
-    n_near = data["query"].shape[1] - 4096
+    n_near = data["query"].shape[1] - SampleConfig().n_uniform  # near-surface points come first
     qi = np.concatenate([rng.integers(0, n_near, size=(len(idx), n_query * 3 // 4)),
                          rng.integers(n_near, q.shape[1], size=(len(idx), n_query // 4))], 1)
     take = lambda a, i: np.take_along_axis(a, i[..., None] if a.ndim == 3 else i, 1)
@@ -57,8 +57,12 @@ def losses(model: TriplaneAutoencoder, cloud, pts, sdf_gt, rgb_gt, kl_weight: fl
     sdf, rgb, kl = model(cloud, pts)
     sdf_loss = F.l1_loss(sdf.clamp(-c, c), sdf_gt.clamp(-c, c))
     near = (sdf_gt.abs() < 0.03).float().unsqueeze(-1)
-    rgb_loss = ((rgb - rgb_gt).abs() * near).sum() / (3 * near.sum()).clamp(min=1)
-    return sdf_loss + 0.5 * rgb_loss + kl_weight * kl, {"sdf": sdf_loss.item(), "rgb": rgb_loss.item(), "kl": kl.item()}
+    denom = (3 * near.sum()).clamp(min=1)
+    # MSE for colour: with L1 the colour head sat at the dataset median (grey) for
+    # thousands of steps; the squared error breaks that plateau within a few hundred.
+    rgb_mse = (((rgb - rgb_gt) ** 2) * near).sum() / denom
+    rgb_l1 = ((rgb - rgb_gt).abs() * near).sum() / denom
+    return sdf_loss + rgb_mse + kl_weight * kl, {"sdf": sdf_loss.item(), "rgb": rgb_l1.item(), "kl": kl.item()}
 
 
 @torch.no_grad()

@@ -1,0 +1,67 @@
+"""Warm text -> coloured mesh latency at 128^3, split into text encoding, sampling, decode and
+marching cubes; cold load time; batched sampling vs one at a time; peak memory.
+
+    .venv/bin/python bench/text.py [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import peak_rss_mib, timeit  # noqa: E402
+from models.device import pick_device  # noqa: E402
+from models.mesh import extract_mesh  # noqa: E402
+from models.text.flow import sample  # noqa: E402
+from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToAsset  # noqa: E402
+from models.triplane.inference import LatentField, latent_to_mesh  # noqa: E402
+from models.triplane.loading import load_autoencoder  # noqa: E402
+
+PROMPT = "a red chair with a tall back"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = pick_device(args.device)
+    t = time.perf_counter()
+    ae = load_autoencoder(device=device)
+    gen = TextToAsset.load(device=device)
+    out = {"device": str(device), "threads": torch.get_num_threads(), "cold_load_s": round(time.perf_counter() - t, 3)}
+    m = gen.model
+    enc = gen.encoder.encode([PROMPT])
+    cond = (enc.pooled, enc.tokens, enc.mask)
+    uncond = m.dit.null_condition(1, enc.tokens.shape[1])
+    shape = (1, 3, m.dit.cfg.latent_channels, m.dit.cfg.latent_res, m.dit.cfg.latent_res)
+    out["text_encode"] = timeit(lambda: gen.encoder.encode([PROMPT]))
+    out["sample_8_steps_cfg"] = timeit(lambda: sample(m.dit, cond, uncond, shape, 0, DEFAULT_STEPS, DEFAULT_GUIDANCE))
+    latent, _ = gen.generate_latent(PROMPT, seed=0)
+    out["decode_triplane"] = timeit(lambda: LatentField(ae, latent))
+    field = LatentField(ae, latent)
+    out["marching_cubes_128_incl_queries"] = timeit(lambda: extract_mesh(field.sdf, field.rgb, 128))
+    out["end_to_end_128"] = timeit(lambda: latent_to_mesh(ae, gen.generate_latent(PROMPT, seed=1)[0], 128))
+    # batching: 8 prompts sampled together vs one after another
+    prompts = [PROMPT] * 8
+    one = timeit(lambda: [gen.generate_latents([q], [i]) for i, q in enumerate(prompts)], 2)
+    many = timeit(lambda: gen.generate_latents(prompts, list(range(8))), 2)
+    out["sample_8_prompts_sequential_s"] = one["median_s"]
+    out["sample_8_prompts_batched_s"] = many["median_s"]
+    out["batching_speedup"] = round(one["median_s"] / many["median_s"], 2)
+    if device.type == "cuda":
+        out["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    out["peak_rss_mib"] = peak_rss_mib()
+    for k, v in out.items():
+        print(f"{k:34s} {v}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""A small DiT over latent-triplane patch tokens (rectified-flow velocity predictor).
+
+Tokens: each of the three latent planes (C, R, R) is cut into p x p patches, giving
+3 * (R/p)^2 tokens with a learned position + plane embedding. Conditioning: adaLN-Zero
+from (flow time, pooled sentence embedding) and cross-attention to the sentence's token
+features (masked), as in DiT / PixArt.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    latent_channels: int = 8
+    latent_res: int = 16
+    patch: int = 4
+    width: int = 192
+    depth: int = 6
+    heads: int = 4
+    text_dim: int = 384
+    extra_cond_tokens: int = 0   # e.g. source-latent tokens for editing (concatenated to the sequence)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def tokens_per_plane(self) -> int:
+        return (self.latent_res // self.patch) ** 2
+
+    @property
+    def token_dim(self) -> int:
+        return self.latent_channels * self.patch * self.patch
+
+
+def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, 3, C, R, R) -> (B, 3 * (R/p)^2, C * p * p)."""
+    b, n, c, r, _ = latent.shape
+    x = latent.reshape(b, n, c, r // p, p, r // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, n * (r // p) ** 2, c * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, c: int, r: int, p: int) -> torch.Tensor:
+    b = tokens.shape[0]
+    g = r // p
+    x = tokens.reshape(b, 3, g, g, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+    return x.reshape(b, 3, c, r, r)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    ang = (t.float()[:, None] * 1000.0) * freqs[None]
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm_x = nn.LayerNorm(width, eps=1e-6)
+        self.q_x = nn.Linear(width, width)
+        self.kv_x = nn.Linear(width, 2 * width)
+        self.proj_x = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        return x.view(b, n, self.heads, w // self.heads).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = x.shape
+        return x.transpose(1, 2).reshape(b, n, h * d)
+
+    def forward(self, x, cond, ctx, ctx_mask):
+        s1, g1, a1, s2, g2, a2 = self.ada(cond).chunk(6, dim=-1)
+        q, k, v = [self._heads(t) for t in self.qkv(modulate(self.norm1(x), s1, g1)).chunk(3, dim=-1)]
+        x = x + a1[:, None] * self.proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        qx = self._heads(self.q_x(self.norm_x(x)))
+        kx, vx = [self._heads(t) for t in self.kv_x(ctx).chunk(2, dim=-1)]
+        attn_mask = ctx_mask[:, None, None, :]
+        x = x + self.proj_x(self._merge(F.scaled_dot_product_attention(qx, kx, vx, attn_mask=attn_mask)))
+        return x + a2[:, None] * self.mlp(modulate(self.norm2(x), s2, g2))
+
+
+class LatentDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig = DiTConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        n_tokens = 3 * cfg.tokens_per_plane
+        self.embed = nn.Linear(cfg.token_dim, w)
+        self.pos = nn.Parameter(torch.randn(1, n_tokens, w) * 0.02)
+        if cfg.extra_cond_tokens:
+            self.cond_embed = nn.Linear(cfg.token_dim, w)
+        self.t_embed = nn.Sequential(nn.Linear(256, w), nn.SiLU(), nn.Linear(w, w))
+        self.text_pool = nn.Linear(cfg.text_dim, w)
+        self.text_tokens = nn.Linear(cfg.text_dim, w)
+        self.null_pool = nn.Parameter(torch.zeros(cfg.text_dim))
+        self.null_tokens = nn.Parameter(torch.zeros(1, cfg.text_dim))
+        self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
+        self.out = nn.Linear(w, cfg.token_dim)
+        for m in (self.final_ada[1], self.out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def null_condition(self, batch: int, length: int):
+        """The 'no prompt' condition used for classifier-free guidance."""
+        pooled = self.null_pool[None].expand(batch, -1)
+        tokens = self.null_tokens[None].expand(batch, length, -1)
+        mask = torch.zeros(batch, length, dtype=torch.bool, device=pooled.device)
+        mask[:, 0] = True
+        return pooled, tokens, mask
+
+    def forward(self, x_t, t, pooled, tokens, mask, source: torch.Tensor | None = None):
+        """x_t (B, 3, C, R, R), t (B,), pooled (B, 384), tokens (B, L, 384), mask (B, L) -> velocity."""
+        cfg = self.cfg
+        h = self.embed(patchify(x_t, cfg.patch)) + self.pos
+        if source is not None:
+            h = h + self.cond_embed(patchify(source, cfg.patch))
+        cond = self.t_embed(timestep_embedding(t, 256)) + self.text_pool(pooled)
+        ctx = self.text_tokens(tokens)
+        for block in self.blocks:
+            h = block(h, cond, ctx, mask)
+        shift, scale = self.final_ada(cond).chunk(2, dim=-1)
+        out = self.out(modulate(self.final_norm(h), shift, scale))
+        return unpatchify(out, cfg.latent_channels, cfg.latent_res, cfg.patch)

@@ -1,0 +1,109 @@
+"""Text -> latent -> coloured mesh, the inference API the backend calls.
+
+    gen = TextToAsset.load(autoencoder, device=device)
+    latent, warnings = gen.generate_latent("a red chair with a tall back", seed=3)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import WEIGHTS_DIR, load_state
+from .dit import DiTConfig, LatentDiT
+from .encoder import SentenceEncoder
+from .flow import sample
+
+DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "text.safetensors")
+DEFAULT_STEPS = 8
+DEFAULT_GUIDANCE = 3.0
+
+
+class EmptyPromptError(ValueError):
+    code = "bad_request"
+
+
+@dataclass
+class TextModel:
+    dit: LatentDiT
+    latent_mean: torch.Tensor   # (3, C, 1, 1)
+    latent_std: torch.Tensor
+    caption_bank: torch.Tensor  # (N, 384) unit vectors of training captions
+    concept_bank: torch.Tensor  # (K, 384)
+    concepts: list
+    ood_threshold: float
+    meta: dict
+
+    @classmethod
+    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "TextModel":
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"text model weights not found: {path} (python -m models.train text)")
+        state, meta = load_state(path, device)
+        dit = LatentDiT(DiTConfig(**meta["config"]))
+        dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
+        return cls(dit.to(device).eval(), state["latent_mean"], state["latent_std"], state["caption_bank"].float(),
+                   state["concept_bank"].float(), meta["concepts"], float(meta["ood_threshold"]), meta)
+
+    def normalise(self, latent: torch.Tensor) -> torch.Tensor:
+        return (latent - self.latent_mean) / self.latent_std
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.latent_std + self.latent_mean
+
+
+class TextToAsset:
+    def __init__(self, model: TextModel, encoder: SentenceEncoder):
+        self.model = model
+        self.encoder = encoder
+
+    @classmethod
+    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "TextToAsset":
+        return cls(TextModel.load(path, device), SentenceEncoder(device))
+
+    def prompt_warnings(self, pooled: torch.Tensor) -> list[str]:
+        """Warn when a prompt is far from every training caption, naming the nearest known concepts."""
+        sim = float((self.model.caption_bank @ pooled).max())
+        if sim >= self.model.ood_threshold:
+            return []
+        near = torch.topk(self.model.concept_bank @ pooled, 4).indices.tolist()
+        names = ", ".join(self.model.concepts[i] for i in near)
+        return [f"the prompt is far from what the bundled model knows (similarity {sim:.2f} < "
+                f"{self.model.ood_threshold:.2f}); nearest known concepts: {names}"]
+
+    @torch.inference_mode()
+    def generate_latents(self, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS,
+                         guidance: float = DEFAULT_GUIDANCE, progress: Callable | None = None,
+                         cancel: Callable | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+        """Batched: one latent (B, 3, C, R, R) per prompt/seed pair, and warnings per prompt."""
+        if any(not p or not p.strip() for p in prompts):
+            raise EmptyPromptError("the prompt is empty: describe the asset, e.g. 'a red chair'")
+        enc = self.encoder.encode(prompts)
+        warnings = [self.prompt_warnings(enc.pooled[i]) for i in range(len(prompts))]
+        m = self.model
+        cfg = m.dit.cfg
+        shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
+        from .flow import initial_noise
+
+        noise = torch.cat([initial_noise(shape, s, enc.pooled.device) for s in seeds])
+        uncond = m.dit.null_condition(len(prompts), enc.tokens.shape[1])
+        x = sample(m.dit, (enc.pooled, enc.tokens, enc.mask), uncond, noise.shape, seed=0, steps=steps,
+                   guidance=guidance, progress=progress, cancel=cancel, x=noise)
+        return m.denormalise(x), warnings
+
+    def generate_latent(self, prompt: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
+        latents, warnings = self.generate_latents([prompt], [seed], **kw)
+        return latents, warnings[0]
+
+
+def nearest_colour_share(colors: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Share of the surface (vertex-weighted) closest to each palette colour."""
+    from ..world.palette import COLOUR_ARRAY, COLOUR_NAMES
+
+    d = ((colors[:, None, :] - COLOUR_ARRAY[None]) ** 2).sum(-1)
+    idx = d.argmin(1)
+    w = np.ones(len(colors)) if weights is None else weights
+    share = np.bincount(idx, weights=w, minlength=len(COLOUR_NAMES)) / w.sum()
+    return {COLOUR_NAMES[i]: float(share[i]) for i in range(len(COLOUR_NAMES))}

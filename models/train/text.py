@@ -1,0 +1,168 @@
+"""Train the text -> latent rectified-flow DiT on encoded procedural assets and their captions.
+
+    python -m models.train text --seed 0
+
+Needs the autoencoder weights (the latent space) and reuses the autoencoder's cached
+training data (surface points) when present. Writes models/weights/text.safetensors with
+the DiT (EMA weights), the latent normalisation, a bank of caption embeddings for
+out-of-domain warnings and the calibrated warning threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_model
+from ..data import load_or_build
+from ..triplane.loading import load_autoencoder
+from ..world.asset import sample_asset_spec
+from ..world.captions import caption
+from ..world.categories import CATEGORIES, CATEGORY_NAMES
+from ..world.palette import COLOUR_NAMES
+from ..text.dit import DiTConfig, LatentDiT
+from ..text.encoder import SentenceEncoder
+from ..text.flow import flow_loss
+from ..text.pipeline import DEFAULT_WEIGHTS
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--assets", type=int, default=4000)
+    p.add_argument("--captions", type=int, default=6, help="captions per asset")
+    p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
+    p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
+    p.add_argument("--out", default=DEFAULT_WEIGHTS)
+
+
+@torch.no_grad()
+def encode_assets(ae, surface: np.ndarray, batch: int = 64) -> torch.Tensor:
+    out = []
+    for s in range(0, len(surface), batch):
+        cloud = torch.from_numpy(surface[s:s + batch, :2048].astype(np.float32))
+        out.append(ae.encode(cloud))
+    return torch.cat(out)
+
+
+def caption_table(n: int, k: int, seed: int, split: str = "train", phrasing: str = "train") -> list[list[str]]:
+    table = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i, 7])
+        spec = sample_asset_spec(split, i)
+        table.append([caption(spec, rng, phrasing) for _ in range(k)])
+    return table
+
+
+@torch.no_grad()
+def embed(encoder: SentenceEncoder, texts: list[str], batch: int = 256):
+    toks, masks, pooled = [], [], []
+    for s in range(0, len(texts), batch):
+        e = encoder.encode(texts[s:s + batch])
+        toks.append(e.tokens.half())
+        masks.append(e.mask)
+        pooled.append(e.pooled)
+    return torch.cat(toks), torch.cat(masks), torch.cat(pooled)
+
+
+def concept_names() -> list[str]:
+    return [CATEGORIES[c].nouns[0] for c in CATEGORY_NAMES] + list(COLOUR_NAMES)
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    ae = load_autoencoder()
+    data = load_or_build("train", args.assets, args.cache)
+    latents = encode_assets(ae, data["surface"])
+    del data
+    mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    x0_all = (latents - mean) / std
+    print(f"encoded {len(latents)} assets in {time.time() - t0:.0f}s", flush=True)
+
+    encoder = SentenceEncoder()
+    captions = caption_table(args.assets, args.captions, args.seed)
+    flat = [c for row in captions for c in row]
+    tokens, masks, pooled = embed(encoder, flat)
+    print(f"embedded {len(flat)} captions in {time.time() - t0:.0f}s", flush=True)
+
+    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
+    model = LatentDiT(cfg)
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    warmup = 300
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    os.makedirs(args.run_dir, exist_ok=True)
+    log = open(os.path.join(args.run_dir, "log.jsonl"), "a")
+    t_train = time.time()
+    for step in range(1, args.steps + 1):
+        asset = rng.integers(0, args.assets, args.batch)
+        cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
+        p, tk, mk = pooled[cap], tokens[cap].float(), masks[cap]
+        drop = torch.from_numpy(rng.random(args.batch) < args.cfg_dropout)
+        if drop.any():
+            np_, nt, nm = model.null_condition(int(drop.sum()), tk.shape[1])
+            p, tk, mk = p.clone(), tk.clone(), mk.clone()
+            p[drop], tk[drop], mk[drop] = np_, nt, nm
+        loss = flow_loss(model, x0_all[asset], (p, tk, mk), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+        if step % 100 == 0:
+            rec = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+                   "elapsed_s": round(time.time() - t_train, 1)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % 1000 == 0 or step == args.steps:
+            _save(args, ema, cfg, mean, std, pooled, encoder, time.time() - t_train, step)
+    print(f"wrote {args.out} after {(time.time() - t_train) / 60:.1f} min of training", flush=True)
+    return 0
+
+
+def _save(args, ema, cfg, mean, std, pooled, encoder, train_s, step) -> None:
+    bank_idx = torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()
+    bank = pooled[bank_idx]
+    names = concept_names()
+    concept_bank = encoder.encode([f"a {n}" for n in names]).pooled
+    # warning threshold: below (almost) every held-out in-domain phrasing's similarity
+    held = [c for row in caption_table(200, 1, args.seed + 1, "test", "heldout") for c in row]
+    sims = (encoder.encode(held).pooled @ bank.T).max(1).values
+    threshold = float(torch.quantile(sims, 0.01)) - 0.02
+
+    class Bundle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dit = ema
+            self.register_buffer("latent_mean", mean.clone())
+            self.register_buffer("latent_std", std.clone())
+            self.register_buffer("caption_bank", bank.half())
+            self.register_buffer("concept_bank", concept_bank.half())
+
+    save_model(Bundle(), args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
+               seed=args.seed, steps=step, batch=args.batch, assets=args.assets, captions_per_asset=args.captions,
+               train_seconds=round(train_s), version="1.0")

@@ -156,21 +156,24 @@ class Server:
                 ctx = self.queue.popleft()
                 req = self.requests.pop(ctx.id)
                 self.running = ctx
-            try:
-                result = run_job(ctx, req)
-                self.out.write(event("result", ctx.id, op=req["op"], **result))
-            except Cancelled:
-                self.out.write(event("cancelled", ctx.id, stage="running"))
-            except BaseException as exc:  # noqa: BLE001 - report every failure as an error event
-                err = classify(exc)
-                if err.code == "internal":
-                    log.error("job %s failed:\n%s", ctx.id, traceback.format_exc())
-                extra = {"traceback": traceback.format_exc()} if self.debug else {}
-                self.out.write(error_event(err.code, err.message, ctx.id, **err.extra, **extra))
-                _release_cuda_memory(err)
-            finally:
-                with self.cond:
-                    self.running = None
+            line = self._run(ctx, req)
+            with self.cond:
+                self.running = None  # before the final event, so a later cancel sees the job as gone
+            self.out.write(line)
+
+    def _run(self, ctx: JobContext, req: dict) -> str:
+        """Run one job; return its final event line (result, cancelled or error)."""
+        try:
+            return event("result", ctx.id, op=req["op"], **run_job(ctx, req))
+        except Cancelled:
+            return event("cancelled", ctx.id, stage="running")
+        except BaseException as exc:  # noqa: BLE001 - report every failure as an error event
+            err = classify(exc)
+            if err.code == "internal":
+                log.error("job %s failed:\n%s", ctx.id, traceback.format_exc())
+            extra = {"traceback": traceback.format_exc()} if self.debug else {}
+            _release_cuda_memory(err)
+            return error_event(err.code, err.message, ctx.id, **err.extra, **extra)
 
     def stop(self) -> None:
         with self.cond:

@@ -206,10 +206,13 @@ def colored_cloud(src: SourceMesh, n: int, rng: np.random.Generator) -> np.ndarr
 
 
 def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Generator,
-                voxel_res: int = 128, n_dense: int = 200_000):
-    """Signed-distance (and colour) samples of an arbitrary mesh, for latent fitting and evaluation."""
+                voxel_res: int = 128, n_dense: int = 200_000, check=None):
+    """Signed-distance (and colour) samples of an arbitrary mesh, for latent fitting and evaluation.
+    `check()` is called between the expensive phases (a cancel hook that raises)."""
     from scipy import ndimage
     from scipy.spatial import cKDTree
+
+    check = check or (lambda: None)
 
     dense, face, bary = sample_triangles(src.vertices, src.faces, n_dense, rng)
     tri = src.vertices[src.faces]
@@ -217,13 +220,16 @@ def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Gen
     fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
     dense_rgb = np.einsum("nk,nkd->nd", bary, src.colors[src.faces[face]])
     tree = cKDTree(dense)
+    check()
 
     # occupancy: voxels touched by the surface, then everything not reachable from outside
     ijk = np.clip(((dense + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
     shell = np.zeros((voxel_res,) * 3, dtype=bool)
     shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
     shell = ndimage.binary_dilation(shell)  # close pinholes between sampled surface voxels
+    check()
     solid = ndimage.binary_fill_holes(shell)
+    check()
 
     base = dense[rng.integers(0, n_dense, n_near)]
     sig = np.where(rng.random(n_near) < 0.5, 0.01, 0.05).astype(np.float32)

@@ -73,8 +73,8 @@ def test_queue_order_and_cancel_queued(backend, mesh_file):
     proc.send("cancel", "c2", target="q2")
     seen = []
     assert proc.wait_for("q2", seen=seen)["event"] == "cancelled"
-    order = [e["id"] for e in seen + [proc.wait_for("q3", types=("result",), seen=seen)]
-             if e["event"] in ("result",) and e["id"] in ("q1", "q3")]
+    proc.wait_for("q3", types=("result",), seen=seen)
+    order = [e["id"] for e in seen if e["event"] == "result" and e["id"] in ("q1", "q2", "q3")]
     assert order == ["q1", "q3"]
 
 
@@ -128,7 +128,7 @@ def _fuzz_lines(n: int, rng: random.Random) -> list[bytes]:
         elif kind == 1:
             lines.append(json.dumps(valid)[: rng.randint(1, 40)].encode())
         elif kind == 2:
-            lines.append(json.dumps({**valid, "id": f"f{i}", "seed": rng.choice(["x", -5, 1.5, None, [1], 2**40])}).encode()
+            lines.append(json.dumps({**valid, "id": f"f{i}", "seed": rng.choice(["x", -5, 1.5, [1], 2**40])}).encode()
                          if i % 20 else b"{}")
         elif kind == 3:
             lines.append(json.dumps({"op": rng.choice(["", "GENERATE", "rm -rf", 3, None]), "id": f"f{i}"}).encode())

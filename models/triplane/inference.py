@@ -96,9 +96,14 @@ def encode_source_mesh(model: TriplaneAutoencoder, src: SourceMesh, fit_steps: i
                        n_points: int = 2048, progress: Progress = None, cancel: Cancel = None):
     """Encode a normalised mesh; with fit_steps > 0 refine the latent against its SDF samples.
     Returns (latent, samples) where samples = (points, sdf, rgb) or None without fitting."""
+    def check():
+        if cancel is not None and cancel():
+            raise Cancelled()
+
     rng = np.random.default_rng(seed)
     latent = encode_cloud(model, colored_cloud(src, n_points, rng))
     if fit_steps <= 0:
         return latent, None
-    samples = sdf_samples(src, 16384, 8192, rng)
+    check()
+    samples = sdf_samples(src, 16384, 8192, rng, check=check)
     return fit_latent(model, latent, *samples, steps=fit_steps, seed=seed, progress=progress, cancel=cancel), samples

@@ -147,6 +147,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         print(f"error [{err.code}]: {err.message}", file=sys.stderr)
         return 2
     progress.close()
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:

@@ -124,28 +124,78 @@ def run_generate(ctx: JobContext, req: dict) -> dict:
     return run_generate_text(ctx, req)
 
 
+def text_batch_key(req: dict) -> tuple | None:
+    """Text jobs with equal keys can share one batched sampling pass (None: not batchable)."""
+    if req["op"] != "generate" or req["mode"] != "text":
+        return None
+    return (req.get("model"), req["steps"], req["guidance"])
+
+
 def run_generate_text(ctx: JobContext, req: dict) -> dict:
+    outcome = run_text_batch([ctx], [req])[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
+                   on_done: Callable[[int, object], None] | None = None) -> list:
+    """Sample the latents of several text jobs in one batch, then mesh and write each.
+    Returns one outcome per job: its result dict or the exception it ended with; `on_done`
+    sees each outcome as soon as that job is finished (so results stream)."""
     from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from models.triplane.inference import latent_to_mesh
 
-    with ctx.timed("load_model"):
-        ae = ctx.registry.autoencoder()
-        gen = ctx.registry.get("text", req.get("model"))
-    steps = req["steps"] or DEFAULT_STEPS
-    guidance = DEFAULT_GUIDANCE if req["guidance"] is None else float(req["guidance"])
-    ctx.progress(0.0, "text", "encoding the prompt")
-    with ctx.timed("sample"):
-        latent, warnings = gen.generate_latent(req["prompt"], seed=req["seed"], steps=steps, guidance=guidance,
-                                               progress=ctx.stage(0.02, 0.45, "sample"), cancel=ctx.cancelled)
-    with ctx.timed("mesh"):
-        mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
-                              cancel=ctx.cancelled)
-    meta = {"op": "generate", "mode": "text", "model": "kiln-text", "model_version": gen.model.meta.get("version"),
-            "autoencoder_config": ae.cfg.to_dict(), "prompt": req["prompt"], "seed": req["seed"], "steps": steps,
-            "guidance": guidance, "resolution": req["resolution"], "warnings": warnings}
-    result = _write_outputs(ctx, req, mesh, latent, meta)
-    result["warnings"] = warnings
-    return result
+    lead = ctxs[0]
+    t0 = time.perf_counter()
+    outcomes: list = [None] * len(ctxs)
+
+    def finish(i: int, outcome) -> None:
+        if isinstance(outcome, dict):
+            ctxs[i].timings["total"] = round(time.perf_counter() - t0, 4)
+            outcome = {**outcome, "timings": dict(ctxs[i].timings)}
+        outcomes[i] = outcome
+        if on_done is not None:
+            on_done(i, outcome)
+
+    try:
+        with lead.timed("load_model"):
+            ae = lead.registry.autoencoder()
+            gen = lead.registry.get("text", reqs[0].get("model"))
+        steps = reqs[0]["steps"] or DEFAULT_STEPS
+        guidance = DEFAULT_GUIDANCE if reqs[0]["guidance"] is None else float(reqs[0]["guidance"])
+        for c in ctxs:
+            c.progress(0.0, "text", "encoding the prompt")
+
+        def progress(f: float, msg: str) -> None:
+            for c in ctxs:
+                c.progress(0.02 + 0.43 * f, "sample", msg)
+
+        t = time.perf_counter()
+        latents, warnings = gen.generate_latents([r["prompt"] for r in reqs], [r["seed"] for r in reqs], steps=steps,
+                                                 guidance=guidance, progress=progress,
+                                                 cancel=lambda: all(c.cancelled() for c in ctxs))
+        sample_s = round(time.perf_counter() - t, 4)
+    except BaseException as exc:  # noqa: BLE001 - every job of the batch ends the same way
+        for i in range(len(ctxs)):
+            finish(i, exc)
+        return outcomes
+    for i, (ctx, req) in enumerate(zip(ctxs, reqs)):
+        try:
+            ctx.check_cancel()
+            ctx.timings.update({"load_model": lead.timings.get("load_model", 0.0), "sample": sample_s})
+            with ctx.timed("mesh"):
+                mesh = latent_to_mesh(ae, latents[i:i + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
+                                      cancel=ctx.cancelled)
+            meta = {"op": "generate", "mode": "text", "model": "kiln-text",
+                    "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
+                    "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
+                    "resolution": req["resolution"], "warnings": warnings[i]}
+            result = _write_outputs(ctx, req, mesh, latents[i:i + 1], meta)
+            finish(i, {**result, "warnings": warnings[i], "batch_size": len(ctxs)})
+        except BaseException as exc:  # noqa: BLE001
+            finish(i, exc)
+    return outcomes
 
 
 def run_edit(ctx: JobContext, req: dict) -> dict:

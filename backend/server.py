@@ -19,7 +19,7 @@ from models.mesh import Cancelled
 
 from . import __version__
 from .errors import JobError, classify
-from .jobs import JobContext, run_job
+from .jobs import JobContext, run_job, run_text_batch, text_batch_key
 from .protocol import JOB_OPS, MAX_LINE_BYTES, PROTOCOL_VERSION, ProtocolError, error_event, event, parse_request
 from .registry import Registry
 from .results import OutputRoot
@@ -54,7 +54,7 @@ class Server:
         self.queue: collections.deque[JobContext] = collections.deque()
         self.requests: dict[str, dict] = {}
         self.cond = threading.Condition()
-        self.running: JobContext | None = None
+        self.running: list[JobContext] = []  # one job, or a batch of text jobs sampled together
         self.stopping = False
         self.worker = threading.Thread(target=self._work, name="kiln-worker", daemon=True)
 
@@ -106,7 +106,7 @@ class Server:
                              cuda=torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                              models=self.registry.status(), loaded=self.registry.loaded(),
                              output_root=self.output.root, pid=os.getpid(), queued=len(self.queue),
-                             running=self.running.id if self.running else None))
+                             running=[c.id for c in self.running]))
 
     def _op_cancel(self, req: dict) -> None:
         target = req["target"]
@@ -114,7 +114,7 @@ class Server:
             queued = next((c for c in self.queue if c.id == target), None)
             if queued is not None:
                 self.queue.remove(queued)
-            running = self.running if self.running is not None and self.running.id == target else None
+            running = next((c for c in self.running if c.id == target), None)
             if running is not None:
                 running.cancel_event.set()
         if queued is not None:
@@ -134,17 +134,19 @@ class Server:
             if self.stopping:
                 self.out.write(error_event("shutting_down", "the backend is shutting down", rid))
                 return
-            if rid in self.requests or (self.running is not None and self.running.id == rid):
+            if rid in self.requests or any(c.id == rid for c in self.running):
                 self.out.write(error_event("bad_request", f"a job with id {rid!r} is already queued or running", rid))
                 return
             ctx = JobContext(rid, self.registry, self.output, emit=lambda t, f, rid=rid: self.out.write(event(t, rid, **f)))
             self.queue.append(ctx)
             self.requests[rid] = req
-            position = len(self.queue) - 1 + (self.running is not None)
+            position = len(self.queue) - 1 + len(self.running)
             self.out.write(event("accepted", rid, op=req["op"], position=position))
             self.cond.notify()
 
     # -------------------------------------------------------------- worker
+
+    MAX_TEXT_BATCH = 8
 
     def _work(self) -> None:
         while True:
@@ -153,27 +155,53 @@ class Server:
                     self.cond.wait()
                 if self.stopping:
                     return
-                ctx = self.queue.popleft()
-                req = self.requests.pop(ctx.id)
-                self.running = ctx
-            line = self._run(ctx, req)
-            with self.cond:
-                self.running = None  # before the final event, so a later cancel sees the job as gone
-            self.out.write(line)
+                batch = [self.queue.popleft()]
+                reqs = [self.requests.pop(batch[0].id)]
+                key = text_batch_key(reqs[0])
+                # queued text jobs with the same model/steps/guidance share one sampling pass
+                while key is not None and self.queue and len(batch) < self.MAX_TEXT_BATCH \
+                        and text_batch_key(self.requests[self.queue[0].id]) == key:
+                    batch.append(self.queue.popleft())
+                    reqs.append(self.requests.pop(batch[-1].id))
+                self.running = list(batch)
+            if key is not None:
+                run_text_batch(batch, reqs, on_done=lambda i, outcome: self._finish(batch[i], reqs[i], outcome))
+            else:
+                self._finish(batch[0], reqs[0], self._run(batch[0], reqs[0]))
+
+    def _finish(self, ctx: JobContext, req: dict, outcome) -> None:
+        """Write a job's final event, after taking it off the running list (so a later cancel
+        finds it gone)."""
+        if not isinstance(outcome, str):
+            outcome = self._final_event(ctx, req, outcome)
+        with self.cond:
+            if ctx in self.running:
+                self.running.remove(ctx)
+        self.out.write(outcome)
 
     def _run(self, ctx: JobContext, req: dict) -> str:
         """Run one job; return its final event line (result, cancelled or error)."""
         try:
-            return event("result", ctx.id, op=req["op"], **run_job(ctx, req))
-        except Cancelled:
-            return event("cancelled", ctx.id, stage="running")
+            outcome = run_job(ctx, req)
         except BaseException as exc:  # noqa: BLE001 - report every failure as an error event
-            err = classify(exc)
-            if err.code == "internal":
-                log.error("job %s failed:\n%s", ctx.id, traceback.format_exc())
-            extra = {"traceback": traceback.format_exc()} if self.debug else {}
-            _release_cuda_memory(err)
-            return error_event(err.code, err.message, ctx.id, **err.extra, **extra)
+            outcome = exc
+        return self._final_event(ctx, req, outcome)
+
+    def _final_event(self, ctx: JobContext, req: dict, outcome) -> str:
+        if isinstance(outcome, dict):
+            try:
+                return event("result", ctx.id, op=req["op"], **outcome)
+            except (TypeError, ValueError) as exc:  # e.g. a non-finite number in the result
+                outcome = exc
+        if isinstance(outcome, Cancelled):
+            return event("cancelled", ctx.id, stage="running")
+        err = classify(outcome)
+        trace = "".join(traceback.format_exception(outcome))
+        if err.code == "internal":
+            log.error("job %s failed:\n%s", ctx.id, trace)
+        _release_cuda_memory(err)
+        extra = {"traceback": trace} if self.debug else {}
+        return error_event(err.code, err.message, ctx.id, **err.extra, **extra)
 
     def stop(self) -> None:
         with self.cond:
@@ -181,8 +209,8 @@ class Server:
             for ctx in self.queue:
                 ctx.cancel_event.set()
             self.queue.clear()
-            if self.running is not None:
-                self.running.cancel_event.set()
+            for ctx in self.running:
+                ctx.cancel_event.set()
             self.cond.notify_all()
         if self.worker.is_alive():
             self.worker.join(timeout=5.0)

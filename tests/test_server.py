@@ -107,7 +107,7 @@ def test_bad_inputs_and_missing_models(backend, tmp_path):
     cases = {
         "m1": ("encode", {"mesh": str(tmp_path / "missing.obj")}, "not_found"),
         "m2": ("encode", {"mesh": str(corrupt)}, "bad_input"),
-        "m3": ("generate", {"prompt": "a red chair"}, "model_unavailable"),
+        "m3": ("generate", {"mode": "images", "front": str(corrupt)}, "model_unavailable"),
         "m4": ("edit", {"asset": str(corrupt), "instruction": "make it blue"}, "model_unavailable"),
     }
     for rid, (op, fields, _) in cases.items():

@@ -86,7 +86,6 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict
 
 def run_encode(ctx: JobContext, req: dict) -> dict:
     """Any mesh -> latent (encode + optional fit) -> reconstructed mesh in the mesh's own frame."""
-    import numpy as np
 
     from models.meshio import load_mesh, normalise
     from models.metrics import volume_iou

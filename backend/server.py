@@ -20,7 +20,7 @@ from models.mesh import Cancelled
 from . import __version__
 from .errors import JobError, classify
 from .jobs import JobContext, run_job, run_text_batch, text_batch_key
-from .protocol import JOB_OPS, MAX_LINE_BYTES, PROTOCOL_VERSION, ProtocolError, error_event, event, parse_request
+from .protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, ProtocolError, error_event, event, parse_request
 from .registry import Registry
 from .results import OutputRoot
 

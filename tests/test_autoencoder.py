@@ -9,7 +9,7 @@ import trimesh
 
 from models.data import asset_record, surface_points
 from models.metrics import volume_iou
-from models.meshio import from_trimesh, load_mesh, normalise, sdf_samples
+from models.meshio import from_trimesh, load_mesh, normalise
 from models.triplane import AutoencoderConfig, TriplaneAutoencoder
 from models.triplane.inference import LatentField, encode_cloud, encode_source_mesh, fit_latent, latent_to_mesh
 from models.world.asset import Asset, sample_asset_spec

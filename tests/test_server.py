@@ -31,7 +31,6 @@ def backend(tmp_path_factory):
 
 def test_hello(backend):
     proc, root = backend
-    t = time.monotonic()
     proc.send("hello", "h1")
     ev = proc.wait_for("h1", timeout=60)
     assert ev["event"] == "result" and ev["protocol"] == 1
@@ -193,3 +192,21 @@ def test_stdout_carries_only_protocol_lines(backend):
     proc.wait_for("h-last")
     for raw in proc.raw_lines:
         assert json.loads(raw)["event"] in ("accepted", "progress", "result", "error", "cancelled")
+
+
+def test_queued_text_jobs_share_a_batch_and_match_single_runs(backend):
+    proc, _ = backend
+    jobs = {"t0": ("a red chair", 1), "t1": ("a blue car", 2), "t2": ("a green tree", 3)}
+    for rid, (prompt, seed) in jobs.items():
+        proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False)
+    results = {rid: proc.wait_for(rid, timeout=300) for rid in jobs}
+    assert all(r["event"] == "result" for r in results.values()), results
+    # t1 and t2 wait behind t0, so at least two jobs are sampled together
+    assert max(r["batch_size"] for r in results.values()) >= 2
+    proc.send("generate", "t2-alone", prompt="a green tree", seed=3, resolution=64, preview=False)
+    alone = proc.wait_for("t2-alone", timeout=300)
+    assert alone["batch_size"] == 1
+    batched_latent, meta = load_latent(results["t2"]["latent"])
+    single_latent, _ = load_latent(alone["latent"])
+    assert meta["prompt"] == "a green tree" and meta["seed"] == 3
+    assert np.allclose(batched_latent.numpy(), single_latent.numpy(), atol=1e-4)

@@ -17,7 +17,6 @@ import os
 import time
 
 import numpy as np
-import torch
 
 from ..device import pick_device
 from ..geometry import sample_triangles

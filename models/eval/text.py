@@ -22,9 +22,8 @@ import os
 import time
 
 import numpy as np
-import torch
 
-from ..classifier import GRID, classify, load_classifier, sdf_features
+from ..classifier import classify, load_classifier, sdf_features
 from ..device import pick_device
 from ..mesh import MeshExtractionError
 from ..triplane.inference import LatentField, latent_to_mesh

@@ -36,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--assets", type=int, default=4000)

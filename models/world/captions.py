@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .asset import Asset, AssetSpec, base_scale
+from .asset import AssetSpec, base_scale
 
 COLOUR_WORDS = {  # colour -> (train synonyms, held-out synonyms); the name itself is a train word
     "red": (("red",), ("crimson", "scarlet")),

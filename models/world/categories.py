@@ -14,7 +14,7 @@ import numpy as np
 
 from .primitives import Primitive, rot_x, rot_y, rot_z
 from .shapes import GROUND as Z0
-from .shapes import box, capsule, cone, cylinder, ellipsoid, torus
+from .shapes import box, cone, cylinder, ellipsoid, torus
 
 Parts = dict[str, list[Primitive]]
 

@@ -8,7 +8,6 @@ in the same process (the reference), printed as a speed-up ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -17,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import peak_rss_mib, timeit  # noqa: E402
+from bench.common import report, timeit  # noqa: E402
 from models.data import surface_points  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.geometry import grid_points  # noqa: E402
@@ -52,12 +51,7 @@ def main() -> int:
             out[f"grid_{res}_dense_vs_coarse_to_fine"] = round(dense["median_s"] / fast["median_s"], 2)
     mesh = extract_mesh(field.sdf, field.rgb, 128)
     out["faces_128"] = int(len(mesh.faces))
-    if device.type == "cuda":
-        out["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    out["peak_rss_mib"] = peak_rss_mib()
-    for k, v in out.items():
-        print(f"{k:36s} {v}")
-    print(json.dumps(out))
+    report(out, device)
     return 0
 
 

@@ -9,7 +9,6 @@ Overhead = client-observed latency (request written -> result read) minus the jo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import trimesh  # noqa: E402
 
+from bench.common import report  # noqa: E402
 from tests.backend_proc import BackendProcess  # noqa: E402
 
 
@@ -64,9 +64,7 @@ def main() -> int:
     out["queue_jobs_per_min"] = round(60 * args.jobs / wall, 1)
     out["queue_wall_over_sum_of_job_times"] = round(wall / sum(totals), 3)
     proc.close()
-    for k, v in out.items():
-        print(f"{k:36s} {v}")
-    print(json.dumps(out))
+    report(out)
     return 0
 
 

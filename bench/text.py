@@ -6,7 +6,6 @@ marching cubes; cold load time; batched sampling vs one at a time; peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -15,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import peak_rss_mib, timeit  # noqa: E402
+from bench.common import report, timeit  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.mesh import extract_mesh  # noqa: E402
 from models.text.flow import sample  # noqa: E402
@@ -54,12 +53,7 @@ def main() -> int:
     out["sample_8_prompts_sequential_s"] = one["median_s"]
     out["sample_8_prompts_batched_s"] = many["median_s"]
     out["batching_speedup"] = round(one["median_s"] / many["median_s"], 2)
-    if device.type == "cuda":
-        out["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    out["peak_rss_mib"] = peak_rss_mib()
-    for k, v in out.items():
-        print(f"{k:34s} {v}")
-    print(json.dumps(out))
+    report(out, device)
     return 0
 
 

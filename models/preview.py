@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import sample_triangles
-from .mesh import Mesh
+from .mesh import Mesh, vertex_normals
 
 
 def _camera(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
@@ -25,8 +25,9 @@ def render_preview(mesh: Mesh, size: int = 512, azimuth: float = 35.0, elevation
     rng = np.random.default_rng(seed)
     pts, face, bary = sample_triangles(mesh.vertices, mesh.faces, samples, rng)
     col = np.einsum("nk,nkd->nd", bary, mesh.colors[mesh.faces[face]])
-    tri = mesh.vertices[mesh.faces[face]]
-    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    # smooth shading: marching-cubes faces are tiny and their own normals are noisy
+    vn = vertex_normals(mesh.vertices, mesh.faces)
+    nrm = np.einsum("nk,nkd->nd", bary, vn[mesh.faces[face]])
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     rot = _camera(azimuth, elevation)
     cam = pts @ rot.T
@@ -48,13 +49,34 @@ def render_preview(mesh: Mesh, size: int = 512, azimuth: float = 35.0, elevation
     # 2x2 splats into one z-buffer; the nearest sample wins each pixel
     x = np.concatenate([np.clip(ix + dx, 0, size - 1) for dx in (0, 1, 0, 1)])
     y = np.concatenate([np.clip(iy + dy, 0, size - 1) for dy in (0, 0, 1, 1)])
-    z = np.tile(depth, 4)
+    z = np.tile(depth, 4).astype(np.float32)  # same precision as the z-buffer, or the test below fails
     c = np.tile(rgb, (4, 1))
     zbuf = np.full((size, size), np.inf, np.float32)
     np.minimum.at(zbuf, (y, x), z)
     keep = z <= zbuf[y, x]
     image[y[keep], x[keep]] = c[keep]
+    _fill_pinholes(image, np.isfinite(zbuf))
     return (image * 255 + 0.5).astype(np.uint8)
+
+
+def _fill_pinholes(image: np.ndarray, filled: np.ndarray, passes: int = 3) -> None:
+    """Pixels the splats missed inside the silhouette (>= 5 of 8 neighbours covered)
+    take their covered neighbours' mean colour."""
+    for _ in range(passes):
+        pad_f = np.pad(filled, 1)
+        pad_c = np.pad(image * filled[..., None], ((1, 1), (1, 1), (0, 0)))
+        count = np.zeros(filled.shape, np.float32)
+        total = np.zeros(image.shape, np.float32)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dx or dy:
+                    count += pad_f[1 + dy:1 + dy + filled.shape[0], 1 + dx:1 + dx + filled.shape[1]]
+                    total += pad_c[1 + dy:1 + dy + filled.shape[0], 1 + dx:1 + dx + filled.shape[1]]
+        hole = ~filled & (count >= 5)
+        if not hole.any():
+            return
+        image[hole] = total[hole] / count[hole][:, None]
+        filled |= hole
 
 
 def save_png(image: np.ndarray, path: str) -> None:

@@ -150,3 +150,18 @@ def test_blender_mesh_loads_and_samples():
     src = normalise(raw)
     cloud = colored_cloud(src, 2048, np.random.default_rng(0))
     assert cloud.shape == (2048, 6) and np.all(np.abs(cloud[:, :3]) <= 1)
+
+
+def test_preview_render_covers_the_object(chair):
+    from models.preview import render_preview
+
+    mesh = extract_mesh(*_fields(chair), resolution=64)
+    img = render_preview(mesh, size=128, samples=60000).astype(np.int16)
+    background = np.all(np.abs(img - np.array([237, 237, 242])) <= 1, axis=-1)
+    assert 0.05 < (~background).mean() < 0.9
+    # no pinholes: background pixels enclosed by object pixels on both sides of a row are rare
+    rows = ~background
+    left = np.maximum.accumulate(rows, axis=1)
+    right = np.maximum.accumulate(rows[:, ::-1], axis=1)[:, ::-1]
+    enclosed = background & left & right
+    assert enclosed.sum() < 0.1 * rows.sum()

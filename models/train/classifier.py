@@ -20,7 +20,7 @@ from ..world.categories import CATEGORY_NAMES
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--assets", type=int, default=2600)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         loss.backward()
         opt.step()
         sched.step()
-        if step % 250 == 0:
+        if step % 200 == 0:
             model.eval()
             with torch.no_grad():
                 acc = (model(torch.from_numpy(xv)).argmax(-1).numpy() == yv).mean()

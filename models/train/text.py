@@ -36,7 +36,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=3000, help="optimisation steps to run")
+    p.add_argument("--schedule-steps", type=int, default=5000,
+                   help="length of the cosine learning-rate schedule; a run of --steps N < this reproduces "
+                        "step N of a longer run exactly")
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--assets", type=int, default=4000)
@@ -108,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = 300
+    horizon = max(args.schedule_steps, args.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, horizon) / horizon))))
     os.makedirs(args.run_dir, exist_ok=True)
     log = open(os.path.join(args.run_dir, "log.jsonl"), "a")
     t_train = time.time()
@@ -164,5 +168,6 @@ def _save(args, ema, cfg, mean, std, pooled, encoder, train_s, step) -> None:
             self.register_buffer("concept_bank", concept_bank.half())
 
     save_model(Bundle(), args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
-               seed=args.seed, steps=step, batch=args.batch, assets=args.assets, captions_per_asset=args.captions,
+               seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
+               assets=args.assets, captions_per_asset=args.captions,
                train_seconds=round(train_s), version="1.0")

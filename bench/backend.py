@@ -1,5 +1,6 @@
 """Backend service figures: cold start to `hello`, per-request overhead beyond model time,
-and the throughput of a queue of jobs, over a real `python -m backend serve` subprocess.
+the throughput of a queue of jobs, and 20 text jobs queued at once (sampled in batches by
+the worker) against the same jobs sent one at a time, over a real `python -m backend serve`.
 
     .venv/bin/python bench/backend.py [--jobs 20]
 
@@ -63,6 +64,28 @@ def main() -> int:
     out["queue_wall_s"] = round(wall, 3)
     out["queue_jobs_per_min"] = round(60 * args.jobs / wall, 1)
     out["queue_wall_over_sum_of_job_times"] = round(wall / sum(totals), 3)
+    # text jobs: queued together (the worker batches their sampling) vs one at a time
+    text = dict(resolution=128, preview=False)
+    proc.send("generate", "tw", prompt="a red chair", seed=0, **text)
+    proc.wait_for("tw", types=("result",), timeout=300)
+    prompts = ["a red chair", "a blue car", "a green tree", "a yellow mug", "a white house"]
+    t = time.perf_counter()
+    for i in range(args.jobs):
+        proc.send("generate", f"s{i}", prompt=prompts[i % 5], seed=i, **text)
+        proc.wait_for(f"s{i}", types=("result", "error"), timeout=300)
+    one_by_one = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(args.jobs):
+        proc.send("generate", f"b{i}", prompt=prompts[i % 5], seed=i, **text)
+    sizes = [proc.wait_for(f"b{i}", types=("result", "error"), timeout=600).get("batch_size", 1)
+             for i in range(args.jobs)]
+    queued = time.perf_counter() - t
+    out["text_jobs"] = args.jobs
+    out["text_one_at_a_time_s"] = round(one_by_one, 3)
+    out["text_queued_s"] = round(queued, 3)
+    out["text_queued_jobs_per_min"] = round(60 * args.jobs / queued, 1)
+    out["text_queued_speedup"] = round(one_by_one / queued, 2)
+    out["text_mean_batch_size"] = round(sum(sizes) / len(sizes), 2)
     proc.close()
     report(out)
     return 0

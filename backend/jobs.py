@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,17 +54,14 @@ class JobContext:
         """A progress callback mapping a sub-task's 0..1 onto [start, end] of the job."""
         return lambda f, msg="": self.progress(start + (end - start) * f, stage, msg)
 
+    @contextmanager
     def timed(self, name: str):
-        ctx = self
-
-        class _Timer:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                ctx.timings[name] = round(ctx.timings.get(name, 0.0) + time.perf_counter() - self.t, 4)
-
-        return _Timer()
+        """Add the wall time of the block to timings[name]."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
 def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict:

@@ -27,25 +27,23 @@ def initial_noise(shape: tuple, seed: int, device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def sample(model, cond: tuple, uncond: tuple, shape: tuple, seed: int, steps: int = 8, guidance: float = 3.0,
+def sample(model, cond: tuple, uncond: tuple, noise: torch.Tensor, steps: int = 8, guidance: float = 3.0,
            progress: Callable[[float, str], None] | None = None, cancel: Callable[[], bool] | None = None,
-           x: torch.Tensor | None = None, t_start: float = 1.0, **kw) -> torch.Tensor:
-    """Euler integration from t_start to 0. With guidance > 0 the conditional and
-    unconditional passes run as one batch of 2B."""
-    device = cond[0].device
-    x = initial_noise(shape, seed, device) if x is None else x
-    ts = torch.linspace(t_start, 0.0, steps + 1, device=device)
+           t_start: float = 1.0) -> torch.Tensor:
+    """Euler integration of the flow from `noise` at t_start to t = 0. With guidance > 0 the
+    conditional and unconditional passes run as one batch of 2B."""
+    x = noise
+    ts = torch.linspace(t_start, 0.0, steps + 1, device=x.device)
     both = tuple(torch.cat([c, u]) for c, u in zip(cond, uncond))
-    kw2 = {k: torch.cat([v, v]) for k, v in kw.items() if v is not None}
     for i in range(steps):
         if cancel is not None and cancel():
             raise Cancelled()
         t = ts[i].expand(x.shape[0])
         if guidance > 0:
-            v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), *both, **kw2).chunk(2)
+            v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), *both).chunk(2)
             v = v_u + guidance * (v_c - v_u)
         else:
-            v = model(x, t, *cond, **kw)
+            v = model(x, t, *cond)
         x = x + (ts[i + 1] - ts[i]) * v
         if progress:
             progress((i + 1) / steps, f"sampling step {i + 1}/{steps}")

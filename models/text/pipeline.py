@@ -15,7 +15,7 @@ import torch
 from ..checkpoint import WEIGHTS_DIR, load_state
 from .dit import DiTConfig, LatentDiT
 from .encoder import SentenceEncoder
-from .flow import sample
+from .flow import initial_noise, sample
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "text.safetensors")
 DEFAULT_STEPS = 8
@@ -85,12 +85,10 @@ class TextToAsset:
         m = self.model
         cfg = m.dit.cfg
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
-        from .flow import initial_noise
-
         noise = torch.cat([initial_noise(shape, s, enc.pooled.device) for s in seeds])
         uncond = m.dit.null_condition(len(prompts), enc.tokens.shape[1])
-        x = sample(m.dit, (enc.pooled, enc.tokens, enc.mask), uncond, noise.shape, seed=0, steps=steps,
-                   guidance=guidance, progress=progress, cancel=cancel, x=noise)
+        x = sample(m.dit, (enc.pooled, enc.tokens, enc.mask), uncond, noise, steps=steps, guidance=guidance,
+                   progress=progress, cancel=cancel)
         return m.denormalise(x), warnings
 
     def generate_latent(self, prompt: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:

@@ -33,6 +33,13 @@ class JobContext:
     _last: float = 0.0
     _stage: str = ""
     timings: dict = field(default_factory=dict)
+    out_dir: str | None = None
+
+    def prepare_output(self, req: dict) -> str:
+        """Resolve (and create) the job's result folder before any model work, so a bad
+        `out` is refused at once instead of after the compute."""
+        self.out_dir = self.output.job_dir(self.id, req.get("out"))
+        return self.out_dir
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -42,7 +49,7 @@ class JobContext:
             raise Cancelled()
 
     def progress(self, fraction: float, stage: str, message: str = "") -> None:
-        """Throttled progress events (always sent on a stage change and at the end of a stage)."""
+        """Throttled progress events (always sent on a stage change and at fraction 1)."""
         now = time.monotonic()
         if stage == self._stage and fraction < 1.0 and now - self._last < self.min_interval:
             return
@@ -67,7 +74,7 @@ class JobContext:
 def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict:
     from models.mesh import write_glb
 
-    out_dir = ctx.output.job_dir(ctx.id, req.get("out"))
+    out_dir = ctx.out_dir or ctx.prepare_output(req)
     with ctx.timed("write"):
         glb = os.path.join(out_dir, "asset.glb")
         write_glb(mesh, glb)
@@ -143,7 +150,6 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
     from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from models.triplane.inference import latent_to_mesh
 
-    lead = ctxs[0]
     t0 = time.perf_counter()
     outcomes: list = [None] * len(ctxs)
 
@@ -155,41 +161,52 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
         if on_done is not None:
             on_done(i, outcome)
 
+    live = []  # jobs whose output folder is valid; the others fail alone, before any sampling
+    for i, (ctx, req) in enumerate(zip(ctxs, reqs)):
+        try:
+            ctx.prepare_output(req)
+            live.append(i)
+        except BaseException as exc:  # noqa: BLE001
+            finish(i, exc)
+    if not live:
+        return outcomes
+    lead = ctxs[live[0]]
     try:
         with lead.timed("load_model"):
             ae = lead.registry.autoencoder()
             gen = lead.registry.get("text", reqs[0].get("model"))
         steps = reqs[0]["steps"] or DEFAULT_STEPS
         guidance = DEFAULT_GUIDANCE if reqs[0]["guidance"] is None else float(reqs[0]["guidance"])
-        for c in ctxs:
-            c.progress(0.0, "text", "encoding the prompt")
+        for i in live:
+            ctxs[i].progress(0.0, "text", "encoding the prompt")
 
         def progress(f: float, msg: str) -> None:
-            for c in ctxs:
-                c.progress(0.02 + 0.43 * f, "sample", msg)
+            for i in live:
+                ctxs[i].progress(0.02 + 0.43 * f, "sample", msg)
 
         t = time.perf_counter()
-        latents, warnings = gen.generate_latents([r["prompt"] for r in reqs], [r["seed"] for r in reqs], steps=steps,
-                                                 guidance=guidance, progress=progress,
-                                                 cancel=lambda: all(c.cancelled() for c in ctxs))
+        latents, warnings = gen.generate_latents([reqs[i]["prompt"] for i in live], [reqs[i]["seed"] for i in live],
+                                                 steps=steps, guidance=guidance, progress=progress,
+                                                 cancel=lambda: all(ctxs[i].cancelled() for i in live))
         sample_s = round(time.perf_counter() - t, 4)
     except BaseException as exc:  # noqa: BLE001 - every job of the batch ends the same way
-        for i in range(len(ctxs)):
+        for i in live:
             finish(i, exc)
         return outcomes
-    for i, (ctx, req) in enumerate(zip(ctxs, reqs)):
+    for k, i in enumerate(live):
+        ctx, req = ctxs[i], reqs[i]
         try:
             ctx.check_cancel()
             ctx.timings.update({"load_model": lead.timings.get("load_model", 0.0), "sample": sample_s})
             with ctx.timed("mesh"):
-                mesh = latent_to_mesh(ae, latents[i:i + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
+                mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
                                       cancel=ctx.cancelled)
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
-                    "resolution": req["resolution"], "warnings": warnings[i]}
-            result = _write_outputs(ctx, req, mesh, latents[i:i + 1], meta)
-            finish(i, {**result, "warnings": warnings[i], "batch_size": len(ctxs)})
+                    "resolution": req["resolution"], "warnings": warnings[k]}
+            result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
+            finish(i, {**result, "warnings": warnings[k], "batch_size": len(live)})
         except BaseException as exc:  # noqa: BLE001
             finish(i, exc)
     return outcomes
@@ -207,6 +224,7 @@ RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {
 
 def run_job(ctx: JobContext, req: dict) -> dict:
     t0 = time.perf_counter()
+    ctx.prepare_output(req)
     result = RUNNERS[req["op"]](ctx, req)
     ctx.timings["total"] = round(time.perf_counter() - t0, 4)
     return {**result, "timings": dict(ctx.timings)}

@@ -210,3 +210,17 @@ def test_queued_text_jobs_share_a_batch_and_match_single_runs(backend):
     single_latent, _ = load_latent(alone["latent"])
     assert meta["prompt"] == "a green tree" and meta["seed"] == 3
     assert np.allclose(batched_latent.numpy(), single_latent.numpy(), atol=1e-4)
+
+
+def test_a_bad_job_in_a_text_batch_fails_alone(backend):
+    proc, _ = backend
+    proc.send("generate", "lead", prompt="a red chair", seed=5, resolution=64, preview=False)
+    proc.send("generate", "bad-out", prompt="a blue car", seed=6, resolution=64, preview=False, out="../x")
+    proc.send("generate", "good", prompt="a green tree", seed=7, resolution=64, preview=False)
+    final = {}
+    while len(final) < 3:  # final events arrive in any order (the bad job fails before sampling)
+        ev = proc.next_event(timeout=300)
+        if ev["event"] in ("result", "error", "cancelled") and ev["id"] in ("lead", "bad-out", "good"):
+            final[ev["id"]] = ev
+    assert final["lead"]["event"] == "result" and final["good"]["event"] == "result"
+    assert final["bad-out"]["event"] == "error" and final["bad-out"]["code"] == "path_outside_root"

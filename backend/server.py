@@ -114,6 +114,7 @@ class Server:
             queued = next((c for c in self.queue if c.id == target), None)
             if queued is not None:
                 self.queue.remove(queued)
+                self.requests.pop(target, None)  # or the id would stay "already queued" forever
             running = next((c for c in self.running if c.id == target), None)
             if running is not None:
                 running.cancel_event.set()

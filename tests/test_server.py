@@ -75,6 +75,9 @@ def test_queue_order_and_cancel_queued(backend, mesh_file):
     proc.wait_for("q3", types=("result",), seen=seen)
     order = [e["id"] for e in seen if e["event"] == "result" and e["id"] in ("q1", "q2", "q3")]
     assert order == ["q1", "q3"]
+    # a cancelled job's id is free again
+    proc.send("encode", "q2", mesh=mesh_file, fit_steps=0, resolution=64, preview=False)
+    assert proc.wait_for("q2")["event"] == "result"
 
 
 def test_cancel_running_job_is_prompt(backend, mesh_file):

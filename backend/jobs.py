@@ -17,7 +17,8 @@ from models.mesh import Cancelled
 from . import __version__
 from .errors import JobError
 from .registry import Registry
-from .results import OutputRoot, save_latent
+from .protocol import MESH_FILE_NAME
+from .results import OutputRoot, save_latent, save_mesh_arrays
 
 Emit = Callable[[str, dict], None]  # (event type, fields)
 
@@ -78,6 +79,8 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict
     with ctx.timed("write"):
         glb = os.path.join(out_dir, "asset.glb")
         write_glb(mesh, glb)
+        mesh_file = os.path.join(out_dir, MESH_FILE_NAME)
+        save_mesh_arrays(mesh_file, mesh)
         latent_path = os.path.join(out_dir, "latent.safetensors")
         save_latent(latent_path, latent, {"backend": __version__, **meta})
         preview = None
@@ -86,7 +89,8 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict
 
             preview = os.path.join(out_dir, "preview.png")
             save_png(render_preview(mesh, size=384, samples=200_000), preview)
-    return {"dir": out_dir, "glb": glb, "latent": latent_path, "preview": preview, "mesh": mesh.stats}
+    return {"dir": out_dir, "glb": glb, "mesh_file": mesh_file, "latent": latent_path, "preview": preview,
+            "mesh": mesh.stats}
 
 
 def run_encode(ctx: JobContext, req: dict) -> dict:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,3 +187,83 @@ def parse_event(line: str) -> dict:
     if not isinstance(obj, dict) or obj.get("event") not in EVENT_TYPES:
         raise ValueError(f"not a Kiln event: {line[:200]!r}")
     return obj
+
+
+# ---------------------------------------------------------------- mesh-array file
+#
+# Next to asset.glb every job writes `mesh.kmesh`: the mesh as flat arrays that a client
+# without numpy (Blender's own Python) reads with the standard library and hands straight
+# to `foreach_set`. Little-endian; a 32-byte header, then three arrays:
+#
+#   magic b"KMSH" | u32 version | u32 vertices V | u32 faces F | u32 flags | 12 reserved bytes
+#   float32[V*3]  vertex positions in Kiln's frame (+Z up, front -Y; Blender's frame)
+#   int32[F*3]    triangle vertex indices, counter-clockwise seen from outside
+#   float32[V*4]  scene-linear RGBA vertex colours (only when flags & KMESH_HAS_COLOURS)
+
+KMESH_MAGIC = b"KMSH"
+KMESH_VERSION = 1
+KMESH_HAS_COLOURS = 1
+KMESH_HEADER = struct.Struct("<4sIIII12x")
+MESH_FILE_NAME = "mesh.kmesh"
+
+
+class MeshFileError(ValueError):
+    code = "bad_input"
+
+
+def kmesh_header(n_vertices: int, n_faces: int, has_colours: bool = True) -> bytes:
+    return KMESH_HEADER.pack(KMESH_MAGIC, KMESH_VERSION, n_vertices, n_faces,
+                             KMESH_HAS_COLOURS if has_colours else 0)
+
+
+def write_kmesh(path: str, vertices: bytes, faces: bytes, colours: bytes | None = None) -> None:
+    """Write raw little-endian buffers (float32 V*3, int32 F*3, float32 V*4) atomically."""
+    nv, nf = len(vertices) // 12, len(faces) // 12
+    if len(vertices) != nv * 12 or len(faces) != nf * 12 or (colours is not None and len(colours) != nv * 16):
+        raise MeshFileError("kmesh buffers have inconsistent sizes")
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(kmesh_header(nv, nf, colours is not None))
+        fh.write(vertices)
+        fh.write(faces)
+        if colours is not None:
+            fh.write(colours)
+    os.replace(tmp, path)
+
+
+def read_kmesh(path: str) -> dict:
+    """-> {"vertices": array('f') V*3, "faces": array('i') F*3, "colours": array('f') V*4 or None,
+    "n_vertices", "n_faces"}. Checks sizes and index range; raises MeshFileError."""
+    from array import array
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise MeshFileError(f"cannot read mesh file {path}: {exc}") from None
+    if len(data) < KMESH_HEADER.size:
+        raise MeshFileError(f"{path} is too short to be a Kiln mesh file")
+    magic, version, nv, nf, flags = KMESH_HEADER.unpack_from(data, 0)
+    if magic != KMESH_MAGIC or version != KMESH_VERSION:
+        raise MeshFileError(f"{path} is not a Kiln mesh file (version {KMESH_VERSION})")
+    has_col = bool(flags & KMESH_HAS_COLOURS)
+    expected = KMESH_HEADER.size + nv * 12 + nf * 12 + (nv * 16 if has_col else 0)
+    if len(data) != expected:
+        raise MeshFileError(f"{path} holds {len(data)} bytes, its header promises {expected}")
+    view, o = memoryview(data), KMESH_HEADER.size
+    out = {"n_vertices": nv, "n_faces": nf, "colours": None}
+    for key, code, count in (("vertices", "f", nv * 3), ("faces", "i", nf * 3), ("colours", "f", nv * 4)):
+        if key == "colours" and not has_col:
+            break
+        arr = array(code)
+        arr.frombytes(view[o:o + 4 * count])
+        if sys.byteorder != "little":
+            arr.byteswap()
+        out[key] = arr
+        o += 4 * count
+    faces = out["faces"]
+    if nf and (min(faces) < 0 or max(faces) >= nv):
+        raise MeshFileError(f"{path} has face indices outside its {nv} vertices")
+    if not math.isfinite(sum(out["vertices"])):  # a NaN or inf anywhere makes the sum non-finite
+        raise MeshFileError(f"{path} has non-finite vertex positions")
+    return out

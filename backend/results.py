@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from .errors import JobError
+from .protocol import write_kmesh
 
 LATENT_KEY = "latent"
 LATENT_FORMAT = "kiln-latent/1"
@@ -65,3 +66,21 @@ def load_latent(path: str, expected_shape: tuple | None = None):
     if not bool(np.isfinite(latent.numpy()).all()):
         raise JobError("bad_input", "latent contains non-finite values")
     return latent[None], meta
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    c = np.clip(c, 0.0, 1.0).astype(np.float32)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def save_mesh_arrays(path: str, mesh) -> None:
+    """The mesh as `mesh.kmesh` (see protocol.read_kmesh): float32 positions, int32 triangles
+    and scene-linear float32 RGBA colours, ready for Blender's foreach_set without numpy."""
+    v = np.ascontiguousarray(mesh.vertices, dtype="<f4").reshape(-1, 3)
+    f = np.ascontiguousarray(mesh.faces, dtype="<i4").reshape(-1, 3)
+    rgba = None
+    if mesh.colors is not None:
+        rgba = np.ones((len(v), 4), dtype="<f4")
+        rgba[:, :3] = srgb_to_linear(np.asarray(mesh.colors).reshape(-1, 3))
+        rgba = rgba.tobytes()
+    write_kmesh(path, v.tobytes(), f.tobytes(), rgba)

@@ -1,7 +1,7 @@
 """Command line: the same jobs as the server, without Blender.
 
     python -m backend serve [--output-root DIR] [--device auto|cpu|cuda]
-    python -m backend models [--json]
+    python -m backend models [--json] [--models-dir DIR]
     python -m backend encode --mesh FILE --out DIR [--fit-steps N] [--resolution R]
     python -m backend generate --prompt TEXT [--seed N] [--resolution R] --out DIR
     python -m backend generate --front A.png [--back B.png] --out DIR
@@ -32,7 +32,14 @@ def _job_parser(sub, name: str, help_: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-preview", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    _models_dir_arg(p)
     return p
+
+
+def _models_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", default=None,
+                   help="folder with published checkpoints (shap-e/, shap-e-img2img/, TripoSR/); "
+                        "default: $KILN_MODELS_DIR, then the Hugging Face cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     serve.add_argument("--log-file", default=None)
     serve.add_argument("--debug", action="store_true", help="include tracebacks in error events")
+    _models_dir_arg(serve)
 
     models = sub.add_parser("models", help="list models, their modes and availability")
     models.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     models.add_argument("--json", action="store_true")
+    _models_dir_arg(models)
 
     enc = _job_parser(sub, "encode", "fit a latent to any mesh and write its reconstruction")
     enc.add_argument("--mesh", required=True)
@@ -168,6 +177,10 @@ def run_models(args: argparse.Namespace) -> int:
     for r in rows:
         state = "available" if r["available"] else f"unavailable: {r['reason']}"
         print(f"  {r['id']:18s} {','.join(r['modes']):8s} {state}")
+        if r.get("weights"):
+            print(f"  {'':18s} {'':8s} weights: {r['weights']}")
+        if r.get("device_needs") and r["device_needs"] != "CPU or CUDA":
+            print(f"  {'':18s} {'':8s} device: {r['device_needs']}")
     return 0
 
 
@@ -186,6 +199,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "models_dir", None):  # the adapters read it from the environment (backend/adapters.py)
+        os.environ["KILN_MODELS_DIR"] = os.path.abspath(os.path.expanduser(args.models_dir))
     if args.command == "serve":
         return run_serve(args)
     if args.command == "models":

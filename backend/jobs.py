@@ -126,6 +126,10 @@ def run_encode(ctx: JobContext, req: dict) -> dict:
 
 
 def run_generate(ctx: JobContext, req: dict) -> dict:
+    from .adapters import is_adapter, run_adapter_generate
+
+    if is_adapter(req.get("model")):  # a published checkpoint (Shap-E, TripoSR-format)
+        return run_adapter_generate(ctx, req)
     if req["mode"] == "images":
         ctx.registry.get("images", req.get("model"))  # model_unavailable until it ships
         raise JobError("model_unavailable", "no runner for image generation in this build")
@@ -134,7 +138,7 @@ def run_generate(ctx: JobContext, req: dict) -> dict:
 
 def text_batch_key(req: dict) -> tuple | None:
     """Text jobs with equal keys can share one batched sampling pass (None: not batchable)."""
-    if req["op"] != "generate" or req["mode"] != "text":
+    if req["op"] != "generate" or req["mode"] != "text" or req.get("model") not in (None, "kiln-text"):
         return None
     return (req.get("model"), req["steps"], req["guidance"])
 

@@ -23,13 +23,21 @@ class ModelEntry:
     weights: tuple[str, ...]        # files that must exist
     loader: Callable[[Any], Any] | None = None   # device -> loaded model
     missing_reason: str = ""
+    # published-checkpoint adapters: () -> (weights folder or None, why not found); see backend/adapters.py
+    locate: Callable[[], tuple[str | None, str]] | None = None
+    device_needs: str = "CPU or CUDA"
 
     def status(self) -> dict:
+        if self.locate is not None:
+            path, why = self.locate()
+            ok = self.loader is not None and path is not None
+            return {"id": self.id, "modes": list(self.modes), "available": ok, "reason": "" if ok else why,
+                    "description": self.description, "weights": path, "device_needs": self.device_needs}
         missing = [w for w in self.weights if not os.path.exists(w)]
         ok = self.loader is not None and not missing
         reason = "" if ok else (self.missing_reason or f"weights not found: {', '.join(missing)}")
         return {"id": self.id, "modes": list(self.modes), "available": ok, "reason": reason,
-                "description": self.description}
+                "description": self.description, "device_needs": self.device_needs}
 
 
 def _load_autoencoder(device):
@@ -59,10 +67,17 @@ def default_entries() -> list[ModelEntry]:
     ]
 
 
+def _adapter_entries() -> list[ModelEntry]:
+    """Published checkpoints (Shap-E, TripoSR-format), available when their weights are on disk."""
+    from .adapters import adapter_entries
+
+    return adapter_entries()
+
+
 @dataclass
 class Registry:
     device_preference: str = "auto"
-    entries: list[ModelEntry] = field(default_factory=default_entries)
+    entries: list[ModelEntry] = field(default_factory=lambda: default_entries() + _adapter_entries())
     _cache: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _device: Any = None

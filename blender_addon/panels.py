@@ -1,0 +1,174 @@
+"""The sidebar tab "Kiln" in the 3D Viewport (N panel)."""
+from __future__ import annotations
+
+import bpy
+
+from . import importer, preferences, tasks
+from .client import protocol
+
+STATE_ICONS = {"queued": "SORTTIME", "running": "PLAY", "done": "CHECKMARK", "failed": "ERROR",
+               "cancelled": "X"}
+
+
+class _KilnPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Kiln"
+
+
+def _progress(layout, fraction: float, text: str) -> None:
+    if hasattr(layout, "progress"):  # 4.0+
+        layout.progress(factor=fraction, type="BAR", text=text)
+    else:
+        blocks = int(round(fraction * 20))
+        layout.label(text=f"{'█' * blocks}{'░' * (20 - blocks)}  {text}")
+
+
+class KILN_PT_main(_KilnPanel, bpy.types.Panel):
+    bl_label = "Kiln"
+    bl_idname = "KILN_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        if protocol is None or tasks.manager is None:
+            layout.alert = True
+            layout.label(text="Kiln's backend files are missing", icon="ERROR")
+            return
+        s = context.scene.kiln
+        m = tasks.manager
+        backend = m.backend
+
+        state = m.status()
+        row = layout.row(align=True)
+        row.label(text=f"Backend: {state.capitalize()}", icon=preferences.STATUS_ICONS.get(state, "QUESTION"))
+        if backend.alive:
+            row.operator("kiln.backend_restart", text="", icon="FILE_REFRESH")
+        else:
+            row.operator("kiln.backend_start", text="Start" if state != "crashed" else "Restart", icon="PLAY")
+        if state == "crashed" or (state == "stopped" and backend.error):
+            box = layout.box()
+            col = box.column(align=True)
+            col.alert = True
+            for line in _wrap(backend.error, 42)[:6]:
+                col.label(text=line)
+            if backend.log_path:
+                box.operator("kiln.open_log", icon="TEXT")
+
+        layout.row().prop(s, "mode", expand=True)
+        col = layout.column(align=True)
+        if s.mode == "text":
+            col.prop(s, "prompt", text="")
+        else:
+            col.prop(s, "front_image")
+            col.prop(s, "back_image")
+            if backend.model_available("images") is False:
+                warn = layout.row()
+                warn.alert = True
+                warn.label(text="No image model in this build", icon="INFO")
+        row = layout.row(align=True)
+        row.prop(s, "seed")
+        row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "GENERATE"
+        layout.prop(s, "resolution")
+        row = layout.row()
+        row.scale_y = 1.5
+        row.enabled = bool(s.prompt.strip()) if s.mode == "text" else bool(s.front_image)
+        row.operator("kiln.generate", icon="SHADERFX")
+
+
+class KILN_PT_jobs(_KilnPanel, bpy.types.Panel):
+    bl_label = "Jobs"
+    bl_idname = "KILN_PT_jobs"
+    bl_parent_id = "KILN_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        m = tasks.manager
+        if m is None:
+            return
+        job = m.running_job()
+        if job is not None:
+            box = layout.box()
+            box.label(text=job.label, icon="SORTTIME")
+            row = box.row(align=True)
+            _progress(row, job.fraction, f"{job.stage or job.state} {job.fraction * 100:.0f}%")
+            row.operator("kiln.cancel", text="", icon="CANCEL").job_id = job.id
+        if not m.jobs:
+            layout.label(text="No jobs yet")
+            return
+        col = layout.column(align=True)
+        for j in reversed(list(m.jobs.values())[-12:]):
+            row = col.row(align=True)
+            icon = "IMPORT" if j.pending_import else STATE_ICONS.get(j.state, "DOT")
+            sub = row.row()
+            sub.alert = j.state == "failed"
+            sub.label(text=f"{j.label[:34]}", icon=icon)
+            sub = row.row()
+            sub.alert = j.state == "failed"
+            sub.label(text=j.summary()[:48])
+            if not j.final:
+                row.operator("kiln.cancel", text="", icon="X").job_id = j.id
+        last = [j for j in m.jobs.values() if j.state == "failed"]
+        if last:
+            box = layout.box()
+            col = box.column(align=True)
+            col.alert = True
+            for line in _wrap(last[-1].message, 42)[:5]:
+                col.label(text=line)
+        row = layout.row(align=True)
+        row.operator("kiln.clear_queue", icon="TRASH")
+        row.operator("kiln.cancel", text="Cancel All", icon="CANCEL").job_id = ""
+
+
+class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
+    bl_label = "Edit Selected"
+    bl_idname = "KILN_PT_edit"
+    bl_parent_id = "KILN_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.kiln
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            layout.label(text="Select a mesh object", icon="INFO")
+            return
+        box = layout.box()
+        if importer.is_kiln_object(obj):
+            box.label(text=obj.name, icon="OBJECT_DATA")
+            col = box.column(align=True)
+            if obj.get("kiln_prompt"):
+                col.label(text=f"“{obj['kiln_prompt'][:60]}”")
+                col.label(text=f"Seed {obj.get('kiln_seed', 0)} · {obj.get('kiln_resolution', '')}³ · "
+                               f"{obj.get('kiln_model', '')}")
+            if obj.get("kiln_edit_count"):
+                col.label(text=f"{obj['kiln_edit_count']} edit(s), last: {obj.get('kiln_instruction', '')[:40]}")
+            row = box.row(align=True)
+            row.operator("kiln.regenerate", icon="FILE_REFRESH")
+            row.operator("kiln.open_folder", text="", icon="FILE_FOLDER")
+        else:
+            box.label(text=f"{obj.name}: not a Kiln asset", icon="MESH_DATA")
+            box.label(text="Edit fits a Kiln latent to it first")
+            box.operator("kiln.fit", icon="MESH_ICOSPHERE")
+        layout.prop(s, "instruction", text="")
+        row = layout.row(align=True)
+        row.prop(s, "strength")
+        row = layout.row(align=True)
+        row.prop(s, "edit_seed", text="Seed")
+        row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "EDIT"
+        pending = tasks.manager.jobs_for(obj.get("kiln_uid", "")) if tasks.manager and obj.get("kiln_uid") else []
+        if pending:
+            layout.label(text=pending[0].summary(), icon="SORTTIME")
+        if tasks.manager is not None and tasks.manager.backend.model_available("edit") is False:
+            warn = layout.row()
+            warn.alert = True
+            warn.label(text="No edit model in this build", icon="INFO")
+        row = layout.row()
+        row.scale_y = 1.3
+        row.enabled = bool(s.instruction.strip())
+        row.operator("kiln.edit", icon="MODIFIER")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return preferences._wrap(text, width)
+
+
+classes = (KILN_PT_main, KILN_PT_jobs, KILN_PT_edit)

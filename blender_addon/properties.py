@@ -1,0 +1,47 @@
+"""The panel's settings, per scene (so a .blend remembers its prompt, seed and edit text)."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+MODE_ITEMS = (
+    ("text", "Text", "Generate from a text prompt"),
+    ("images", "Images", "Generate from a front image and an optional back image"),
+)
+RESOLUTION_ITEMS = (
+    ("DEFAULT", "Default", "The default resolution from the add-on preferences"),
+    ("64", "64³", "Draft: fast, coarse mesh"),
+    ("128", "128³", "Standard detail"),
+    ("256", "256³", "Fine: slower, heavier mesh"),
+)
+MAX_SEED = 2**31 - 1
+
+
+class KILN_PG_settings(bpy.types.PropertyGroup):
+    mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="text")
+    prompt: StringProperty(name="Prompt", default="",
+                           description="What to make, e.g. 'a red chair with a tall back'")
+    front_image: StringProperty(name="Front", subtype="FILE_PATH", default="",
+                                description="Image of the object seen from the front (-Y)")
+    back_image: StringProperty(name="Back", subtype="FILE_PATH", default="",
+                               description="Optional image of the object seen from the back")
+    seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
+                      description="Picks one of the many assets that fit the prompt")
+    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT",
+                             description="Marching-cubes grid of the mesh")
+    instruction: StringProperty(name="Instruction", default="",
+                                description="What to change, e.g. 'make it blue' or 'make the legs longer'")
+    strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                            description="How far the edit moves the asset (0: unchanged, 1: full edit)")
+    edit_seed: IntProperty(name="Edit Seed", default=0, min=0, max=MAX_SEED)
+
+
+classes = (KILN_PG_settings,)
+
+
+def register() -> None:
+    bpy.types.Scene.kiln = PointerProperty(type=KILN_PG_settings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.kiln

@@ -23,7 +23,7 @@ from .client import KilnError, protocol
 
 __all__ = ["KilnError", "generate", "edit", "regenerate", "fit", "import_result", "submit_generate", "submit_edit",
            "submit_regenerate", "submit_fit", "start_backend", "stop_backend", "restart_backend", "backend_status",
-           "wait",
+           "wait", "configure",
            "cancel", "jobs", "random_seed"]
 
 DEFAULT_TIMEOUT = 900.0
@@ -188,6 +188,26 @@ def jobs() -> list[tasks.Job]:
 
 
 # ---------------------------------------------------------------- backend
+
+
+def configure(*, python: str | None = None, output_dir: str | None = None, device: str | None = None,
+              threads: int | None = None, default_resolution: int | None = None) -> dict:
+    """Set the add-on preferences from a script (e.g. a headless batch run). Applies to the
+    next backend start. Returns the effective settings."""
+    p = preferences.get()
+    if python is not None:
+        p.python_path = python
+    if output_dir is not None:
+        p.output_dir = output_dir
+    if device is not None:
+        p.device = device
+    if threads is not None:
+        p.threads = int(threads)
+    if default_resolution is not None:
+        p.default_resolution = str(int(default_resolution))
+    return {"python": preferences.interpreter(p)[0], "output_dir": preferences.output_root(p), "device": p.device,
+            "threads": p.threads, "default_resolution": int(p.default_resolution)}
+
 
 
 def start_backend(wait_ready: bool = True, timeout: float = 120.0) -> dict:

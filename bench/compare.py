@@ -103,7 +103,7 @@ def bench_shap_e(out: dict, device, resolution: int, quick: bool, full_steps: in
         out["shap_e_sample_64_steps_s"] = sample_s
     mesh, decode_s = _timed(lambda: adapter.decode_mesh(latent, grid_size=resolution), device)
     out["shap_e_decode_mesh_s"] = decode_s
-    out["shap_e_mesh_vertices"] = int(len(mesh.vertices))
+    out["shap_e_mesh_vertices"] = len(mesh.vertices)
     out["shap_e_settings"] = f"{full_steps} Heun steps, guidance {guidance}, SDF grid {resolution}^3 (measured)"
     total = out["shap_e_sample_64_steps_s"] + decode_s
     out["shap_e_text_to_mesh_s"] = round(total, 1)
@@ -138,7 +138,7 @@ def bench_triposr(out: dict, device, grid: int) -> float:
     _, kiln_frame_s = _timed(lambda: to_kiln(verts, faces, colors, TRIPOSR_TO_KILN), device)
     out["triposr_image_to_triplane_s"] = fwd_s
     out["triposr_extract_mesh_s"] = mesh_s
-    out["triposr_mesh_vertices"] = int(len(verts))
+    out["triposr_mesh_vertices"] = len(verts)
     full_s = round(fwd_s + mesh_s + kiln_frame_s, 3)
     out["triposr_image_to_mesh_s"] = full_s
     out["triposr_settings"] = f"cond image 512 px, density grid {grid}^3 (all points, as TripoSR), threshold 25"

@@ -60,7 +60,6 @@ def _run(models_dir, monkeypatch, tmp_path, **fields):
 def _check_kiln_result(result, events):
     """The result follows Kiln's conventions; returns the mesh's vertices (Kiln frame) and colours."""
     from backend.results import load_latent
-
     from models.meshio import load_mesh, y_up_to_z_up
 
     glb = load_mesh(result["glb"])                          # Kiln's reader: COLOR_0 back to sRGB

@@ -8,7 +8,7 @@ openai/shap-e-img2img); nothing is downloaded. diffusers reads safetensors, or .
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -36,7 +36,7 @@ class ShapEAdapter:
         self.filled_tables = filled_tables  # True: the checkpoint had no marching-cubes tables
 
     @classmethod
-    def load(cls, path: str, mode: str, device="cpu") -> "ShapEAdapter":
+    def load(cls, path: str, mode: str, device="cpu") -> ShapEAdapter:
         from diffusers import ShapEImg2ImgPipeline, ShapEPipeline
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging

@@ -1,7 +1,7 @@
 """TripoSR-format image -> 3D (models.triposr) as a Kiln adapter: one front image -> Kiln mesh."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -19,7 +19,7 @@ class TripoSRAdapter:
         self.source = source
 
     @classmethod
-    def load(cls, path: str, device="cpu") -> "TripoSRAdapter":
+    def load(cls, path: str, device="cpu") -> TripoSRAdapter:
         return cls(load_triposr(path, device), path)
 
     def generate(self, image, resolution: int = 128, threshold: float = DEFAULT_THRESHOLD,

@@ -12,8 +12,14 @@ import re
 
 import torch
 
-from .modules import (DINOSingleImageTokenizer, NeRFMLP, Transformer1D, Triplane1DTokenizer, TriplaneNeRFRenderer,
-                      TriplaneUpsampleNetwork)
+from .modules import (
+    DINOSingleImageTokenizer,
+    NeRFMLP,
+    Transformer1D,
+    Triplane1DTokenizer,
+    TriplaneNeRFRenderer,
+    TriplaneUpsampleNetwork,
+)
 from .system import TripoSR
 
 CONFIG_NAME = "config.yaml"

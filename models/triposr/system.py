@@ -1,7 +1,7 @@
 """The TripoSR system: image -> triplane scene code -> density/colour field -> mesh."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -9,9 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mesh import Cancelled
-
-from .modules import (DINOSingleImageTokenizer, NeRFMLP, Transformer1D, Triplane1DTokenizer, TriplaneNeRFRenderer,
-                      TriplaneUpsampleNetwork)
+from .modules import (
+    DINOSingleImageTokenizer,
+    NeRFMLP,
+    Transformer1D,
+    Triplane1DTokenizer,
+    TriplaneNeRFRenderer,
+    TriplaneUpsampleNetwork,
+)
 
 DEFAULT_THRESHOLD = 25.0   # TripoSR's density level for the mesh
 BACKGROUND_GREY = 0.5      # TripoSR composites foregrounds over mid grey

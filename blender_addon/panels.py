@@ -40,7 +40,8 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
 
         state = m.status()
         row = layout.row(align=True)
-        row.label(text=f"Backend: {state.capitalize()}", icon=preferences.STATUS_ICONS.get(state, "QUESTION"))
+        device = f" · {backend.info['device']}" if backend.alive and backend.info.get("device") else ""
+        row.label(text=f"Backend {state}{device}", icon=preferences.STATUS_ICONS.get(state, "QUESTION"))
         if backend.alive:
             row.operator("kiln.backend_restart", text="", icon="FILE_REFRESH")
         else:
@@ -57,6 +58,7 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         layout.row().prop(s, "mode", expand=True)
         col = layout.column(align=True)
         if s.mode == "text":
+            col.label(text="Prompt")
             col.prop(s, "prompt", text="")
         else:
             col.prop(s, "front_image")
@@ -68,7 +70,7 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "GENERATE"
-        layout.prop(s, "resolution")
+        layout.prop(s, "resolution", text="")
         row = layout.row()
         row.scale_y = 1.5
         row.enabled = bool(s.prompt.strip()) if s.mode == "text" else bool(s.front_image)
@@ -98,13 +100,9 @@ class KILN_PT_jobs(_KilnPanel, bpy.types.Panel):
         col = layout.column(align=True)
         for j in reversed(list(m.jobs.values())[-12:]):
             row = col.row(align=True)
+            row.alert = j.state == "failed"
             icon = "IMPORT" if j.pending_import else STATE_ICONS.get(j.state, "DOT")
-            sub = row.row()
-            sub.alert = j.state == "failed"
-            sub.label(text=f"{j.label[:34]}", icon=icon)
-            sub = row.row()
-            sub.alert = j.state == "failed"
-            sub.label(text=j.summary()[:48])
+            row.label(text=_job_line(j), icon=icon)
             if not j.final:
                 row.operator("kiln.cancel", text="", icon="X").job_id = j.id
         last = [j for j in m.jobs.values() if j.state == "failed"]
@@ -115,7 +113,7 @@ class KILN_PT_jobs(_KilnPanel, bpy.types.Panel):
             for line in _wrap(last[-1].message, 42)[:5]:
                 col.label(text=line)
         row = layout.row(align=True)
-        row.operator("kiln.clear_queue", icon="TRASH")
+        row.operator("kiln.clear_queue", text="Clear", icon="TRASH")
         row.operator("kiln.cancel", text="Cancel All", icon="CANCEL").job_id = ""
 
 
@@ -148,7 +146,9 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
             box.label(text=f"{obj.name}: not a Kiln asset", icon="MESH_DATA")
             box.label(text="Edit fits a Kiln latent to it first")
             box.operator("kiln.fit", icon="MESH_ICOSPHERE")
-        layout.prop(s, "instruction", text="")
+        col = layout.column(align=True)
+        col.label(text="Instruction")
+        col.prop(s, "instruction", text="")
         row = layout.row(align=True)
         row.prop(s, "strength")
         row = layout.row(align=True)
@@ -165,6 +165,22 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
         row.scale_y = 1.3
         row.enabled = bool(s.instruction.strip())
         row.operator("kiln.edit", icon="MODIFIER")
+
+
+def _job_line(j) -> str:
+    """One short line per job for a narrow sidebar: what, then how it stands."""
+    name = j.label.split(" ", 1)[1] if j.label.startswith(("Generate ", "Regenerate ", "Fit ")) else j.label
+    if j.op == "edit":
+        name = j.label[len("Edit "):]
+    if j.state == "done" and not j.pending_import:
+        return j.object_name or name
+    if j.state == "running":
+        return f"{j.fraction * 100:3.0f}% {name}"
+    if j.state == "failed":
+        return f"{name}: {j.error_code or 'failed'}"
+    if j.pending_import:
+        return f"{name}: {j.message or 'importing'}"
+    return f"{name} ({j.state})"
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -9,10 +9,10 @@ MODE_ITEMS = (
     ("images", "Images", "Generate from a front image and an optional back image"),
 )
 RESOLUTION_ITEMS = (
-    ("DEFAULT", "Default", "The default resolution from the add-on preferences"),
-    ("64", "64³", "Draft: fast, coarse mesh"),
-    ("128", "128³", "Standard detail"),
-    ("256", "256³", "Fine: slower, heavier mesh"),
+    ("DEFAULT", "Default Resolution", "The default resolution from the add-on preferences"),
+    ("64", "64³ Draft", "Fast, coarse mesh"),
+    ("128", "128³ Standard", "Standard detail"),
+    ("256", "256³ Fine", "Finest mesh: slower and heavier"),
 )
 MAX_SEED = 2**31 - 1
 

@@ -51,13 +51,13 @@ def blender_env(work: str) -> dict:
 
 
 def run_json(cmd: list[str], out: str, env: dict, timeout: float) -> tuple[dict, str]:
-    """Run a Blender script that writes JSON to `out`; -> (that JSON, the output's tail)."""
+    """Run a Blender script that writes JSON to `out`; -> (that JSON, all it printed)."""
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    tail = (proc.stdout + proc.stderr)[-6000:]
+    output = proc.stdout + proc.stderr
     if not os.path.isfile(out):
-        pytest.fail(f"{cmd[0]} wrote no report (exit {proc.returncode}):\n{tail}")
+        pytest.fail(f"{cmd[0]} wrote no report (exit {proc.returncode}):\n{output[-6000:]}")
     with open(out) as fh:
-        return json.load(fh), tail
+        return json.load(fh), output
 
 
 def build_zip(out_dir: str) -> str:

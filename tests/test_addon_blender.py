@@ -43,7 +43,7 @@ def report(request, addon_zip, tmp_path_factory):
     cmd = runtime_cmd(runtime, SCRIPT, ["--install", install, "--zip", addon_zip, "--python", sys.executable,
                                         "--work", work, "--out", out, "--skip", skip])
     data, tail = run_json(cmd, out, blender_env(work), timeout=900)
-    data["tail"] = tail
+    data["tail"] = tail[-6000:]
     data["runtime"] = runtime
     return data
 

@@ -172,14 +172,17 @@ def run_adapter_generate(ctx, req: dict) -> dict:
     with ctx.timed("fit"):
         latent, samples = encode_source_mesh(ae, src, fit_steps=FIT_STEPS, seed=req["seed"],
                                              progress=ctx.stage(0.6, 0.95, "fit"), cancel=ctx.cancelled)
-    fit_iou = round(float(volume_iou(LatentField(ae, latent).sdf(samples[0]), samples[1])), 4)
+    fit_iou = None
+    if samples is not None:
+        fit_iou = round(float(volume_iou(LatentField(ae, latent).sdf(samples[0]), samples[1])), 4)
     from models.mesh import Mesh
 
     mesh = Mesh(src.vertices, src.faces, src.colors)
     meta = {"op": "generate", "mode": mode, "model": model_id, "weights": adapter.source,
             "prompt": req.get("prompt") if mode == "text" else None,
             "front": os.path.abspath(req["front"]) if mode == "images" else None,
-            **params, "latent": "fitted to the model's mesh", "fit_steps": FIT_STEPS, "fit_iou": fit_iou,
+            **params, "latent": "fitted to the model's mesh" if FIT_STEPS else "encoded from the model's mesh (no fit)",
+            "fit_steps": FIT_STEPS, "fit_iou": fit_iou,
             "autoencoder_config": ae.cfg.to_dict(), "warnings": warnings}
     result = _write_outputs(ctx, req, mesh, latent, meta)
     return {**result, "warnings": warnings, "fit_iou": fit_iou}

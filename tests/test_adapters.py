@@ -41,7 +41,7 @@ def offline_env(monkeypatch, tmp_path):
     return {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1"}
 
 
-def _run(models_dir, monkeypatch, tmp_path, **fields):
+def _run(models_dir, monkeypatch, tmp_path, fit_steps=2, **fields):
     """One generate job in process, through the backend's own job runner and registry."""
     from backend import adapters
     from backend.jobs import JobContext, run_job
@@ -50,7 +50,7 @@ def _run(models_dir, monkeypatch, tmp_path, **fields):
 
     torch.set_num_threads(2)
     monkeypatch.setenv("KILN_MODELS_DIR", models_dir)
-    monkeypatch.setattr(adapters, "FIT_STEPS", 2)  # the fit is tested elsewhere; keep this fast
+    monkeypatch.setattr(adapters, "FIT_STEPS", fit_steps)  # the fit itself is tested elsewhere; keep this fast
     req = parse_request(json.dumps({"op": "generate", "id": "j", "resolution": 64, "out": "job", **fields}))
     events = []
     ctx = JobContext("j", Registry("cpu"), OutputRoot(str(tmp_path)), emit=lambda t, f: events.append((t, f)))
@@ -95,9 +95,11 @@ def test_shap_e_text_full_path(models_dir, offline_env, monkeypatch, tmp_path):
 
 def test_shap_e_image_full_path(models_dir, offline_env, monkeypatch, tmp_path):
     front = make_image(str(tmp_path / "front.png"))
-    result, _ = _run(models_dir, monkeypatch, tmp_path, mode="images", front=front, model="shap-e-img2img", steps=2,
-                     preview=False)
-    assert result["mesh"]["faces"] > 100 and result["warnings"] == []
+    result, _ = _run(models_dir, monkeypatch, tmp_path, fit_steps=0, mode="images", front=front,
+                     model="shap-e-img2img", steps=2, preview=False)
+    assert result["mesh"]["faces"] > 100 and result["warnings"] == [] and result["fit_iou"] is None
+    v = np.asarray(result["mesh"]["bounds"])
+    assert v[1, 2] - v[0, 2] == pytest.approx(1.45, abs=0.01)           # tall along +Z, standing in the cube
 
 
 def test_triposr_full_path_axes_and_front(models_dir, offline_env, monkeypatch, tmp_path):

@@ -38,7 +38,7 @@ SPECS = (
     AdapterSpec("shap-e-img2img", ("images",), "Shap-E image -> 3D (OpenAI) through diffusers' ShapEImg2ImgPipeline",
                 "shap-e-img2img", "openai/shap-e-img2img", "diffusers",
                 "CUDA GPU recommended (about 3 GB); on a CPU one asset takes tens of minutes"),
-    AdapterSpec("triposr", ("images",), "TripoSR-format image -> 3D (feed-forward triplane NeRF), Kiln's implementation",
+    AdapterSpec("triposr", ("images",), "TripoSR-format image -> 3D (feed-forward triplane NeRF), Kiln's code",
                 "TripoSR", "stabilityai/TripoSR", "triposr",
                 "CUDA GPU recommended (about 6 GB at 256^3); CPU works, about a minute per asset"),
 )

@@ -159,7 +159,8 @@ def test_triposr_config_and_checkpoint_names(tmp_path):
               "backbone.proj_in.weight", "backbone.transformer_blocks.0.attn1.to_q.weight",
               "backbone.transformer_blocks.0.attn2.to_k.weight", "backbone.transformer_blocks.0.attn1.to_out.0.bias",
               "backbone.transformer_blocks.0.ff.net.0.proj.weight", "backbone.transformer_blocks.0.ff.net.2.weight",
-              "backbone.transformer_blocks.0.norm3.weight", "backbone.proj_out.weight", "post_processor.upsample.weight",
+              "backbone.transformer_blocks.0.norm3.weight", "backbone.proj_out.weight",
+              "post_processor.upsample.weight",
               "decoder.layers.0.weight", "decoder.layers.4.bias"):
         assert k in keys, k
     assert not any(k.startswith("renderer.") or "image_mean" in k for k in keys)

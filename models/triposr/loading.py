@@ -119,8 +119,10 @@ def _resolve(node, root: dict, depth: int):
         if whole:
             return _resolve(_lookup(root, whole.group(1).strip()), root, depth + 1)
         if "${" in node:
-            return re.sub(r"\$\{([^${}]+)\}", lambda m: str(_resolve(_lookup(root, m.group(1).strip()), root, depth + 1)),
-                          node)
+            def sub(m):
+                return str(_resolve(_lookup(root, m.group(1).strip()), root, depth + 1))
+
+            return re.sub(r"\$\{([^${}]+)\}", sub, node)
     return node
 
 

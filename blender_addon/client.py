@@ -322,9 +322,11 @@ class Backend:
             if self._stopping:
                 self.state = "stopped"
             else:
+                what = (f"the backend could not start with {self.python}" if self.state == "starting"
+                        else "the backend stopped unexpectedly")
                 self.state = "crashed"
                 detail = self.last_log_line()
-                self.error = f"the backend stopped unexpectedly ({_describe_exit(ev['code'])})" + \
+                self.error = f"{what} ({_describe_exit(ev['code'])})" + \
                     (f": {detail}" if detail else "") + (f"; log: {self.log_path}" if self.log_path else "")
             return False  # the job layer fails its running jobs too
         if ev.get("id") == f"hello-{self.generation}":

@@ -75,6 +75,10 @@ class KILN_AddonPreferences(bpy.types.AddonPreferences):
             row.operator("kiln.backend_stop", icon="CANCEL")
         else:
             row.operator("kiln.backend_start", icon="PLAY")
+        for m in backend.info.get("models", []):
+            row = box.row()
+            row.label(text=f"{m['id']} ({', '.join(m['modes'])})", icon="CHECKMARK" if m["available"] else "X")
+            row.label(text="available" if m["available"] else m.get("reason", "")[:80])
         if backend.error:
             col = box.column(align=True)
             col.alert = True

@@ -471,10 +471,18 @@ def bad_interpreter():
         text = expect_error(lambda: bpy.ops.kiln.generate(prompt="a red mug", resolution="64"),
                             "interpreter set in preferences does not exist")
         assert kiln.api.backend_status()["state"] == "stopped"
+        # an interpreter without Kiln's requirements: the backend dies at start-up, and says why
+        import subprocess
+
+        text2 = "skipped: Blender's Python has torch"
+        if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode != 0:
+            p.python_path = sys.executable
+            text2 = expect_error(lambda: kiln.api.start_backend(), "could not start", "No module named")
+            assert kiln.api.backend_status()["state"] == "crashed"
     finally:
         p.python_path = args.python
     kiln.api.start_backend()
-    return text
+    return [text, text2]
 
 
 def save_reload():

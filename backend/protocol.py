@@ -80,6 +80,10 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "instruction": Field(str, required=True, max_len=2000),
         "strength": Field((int, float), default=1.0, min=0.0, max=1.0), "seed": _SEED, "resolution": _RES,
         "model": Field(str, default=None, max_len=128), "out": _OUT, "preview": _PREVIEW,
+        # editing a mesh file fits a latent to it first (as `encode` does)
+        "fit_steps": Field(int, default=60, min=0, max=1000), "up": Field(str, default=None, choices=("y", "z")),
+        "steps": Field(int, default=None, min=1, max=64),
+        "guidance": Field((int, float), default=None, min=0.0, max=20.0),
     },
     "encode": {
         "id": _ID, "mesh": Field(str, required=True), "fit_steps": Field(int, default=60, min=0, max=1000),

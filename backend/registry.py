@@ -52,6 +52,12 @@ def _load_text(device):
     return TextToAsset.load(device=device)
 
 
+def _load_edit(device):
+    from models.edit.pipeline import LatentEditor
+
+    return LatentEditor.load(device=device)
+
+
 def default_entries() -> list[ModelEntry]:
     return [
         ModelEntry("kiln-triplane-ae", ("encode",), "Kiln triplane autoencoder: any mesh <-> latent triplane",
@@ -62,8 +68,7 @@ def default_entries() -> list[ModelEntry]:
                    (os.path.join(WEIGHTS_DIR, "images.safetensors"),), None,
                    "the bundled images -> 3D model is not part of this build yet"),
         ModelEntry("kiln-edit", ("edit",), "Kiln instruction editing in the triplane latent",
-                   (os.path.join(WEIGHTS_DIR, "edit.safetensors"),), None,
-                   "the bundled instruction-editing model is not part of this build yet"),
+                   (os.path.join(WEIGHTS_DIR, "edit.safetensors"),), _load_edit),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -51,3 +52,13 @@ class SentenceEncoder:
         mask = batch["attention_mask"].bool()
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return Encoded(hidden, mask, F.normalize(pooled, dim=-1))
+
+
+@lru_cache(maxsize=None)
+def _shared(device: str) -> SentenceEncoder:
+    return SentenceEncoder(device)
+
+
+def shared_encoder(device: str | torch.device = "cpu") -> SentenceEncoder:
+    """One loaded encoder per device, shared by the text and edit models of a process."""
+    return _shared(str(torch.device(device)))

@@ -14,7 +14,7 @@ import torch
 
 from ..checkpoint import WEIGHTS_DIR, load_state
 from .dit import DiTConfig, LatentDiT
-from .encoder import SentenceEncoder
+from .encoder import SentenceEncoder, shared_encoder
 from .flow import initial_noise, sample
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "text.safetensors")
@@ -61,7 +61,7 @@ class TextToAsset:
 
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "TextToAsset":
-        return cls(TextModel.load(path, device), SentenceEncoder(device))
+        return cls(TextModel.load(path, device), shared_encoder(device))
 
     def prompt_warnings(self, pooled: torch.Tensor) -> list[str]:
         """Warn when a prompt is far from every training caption, naming the nearest known concepts."""

@@ -1,0 +1,76 @@
+"""Instruction editing latency: a warm edit of a latent -> coloured mesh at 128^3, split into
+instruction encoding, the 8-step guided flow, decode and marching cubes; and the edit of a
+~50k-face external mesh including reading, normalising and fitting a latent (60 steps).
+Reference in the same process: the warm text -> mesh job, so the ratio says what an edit
+costs relative to a generation. Peak memory.
+
+    .venv/bin/python bench/edit.py [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+import trimesh
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import report, timeit  # noqa: E402
+from models.device import pick_device  # noqa: E402
+from models.edit.pipeline import LatentEditor  # noqa: E402
+from models.meshio import load_mesh, normalise  # noqa: E402
+from models.text.pipeline import TextToAsset  # noqa: E402
+from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
+from models.triplane.loading import load_autoencoder  # noqa: E402
+
+INSTRUCTION = "make the legs longer"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = pick_device(args.device)
+    t = time.perf_counter()
+    ae = load_autoencoder(device=device)
+    editor = LatentEditor.load(device=device)
+    out = {"device": str(device), "threads": torch.get_num_threads(), "cold_load_s": round(time.perf_counter() - t, 3)}
+    gen = TextToAsset.load(device=device)
+    latent, _ = gen.generate_latent("a red chair with four legs", seed=0)
+    out["instruction_encode"] = timeit(lambda: editor.encoder.encode([INSTRUCTION]))
+    out["edit_latent_8_steps_cfg"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
+    edited, _ = editor.edit_latent(latent, INSTRUCTION, seed=0)
+    out["mesh_128"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
+    edit_job = timeit(lambda: latent_to_mesh(ae, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))
+    text_job = timeit(lambda: latent_to_mesh(ae, gen.generate_latent("a red chair", seed=1)[0], 128))
+    out["warm_edit_to_mesh_128"] = edit_job
+    out["reference_warm_text_to_mesh_128"] = text_job
+    out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
+
+    # an external mesh of ~50k faces, in its own frame and scale
+    mesh = trimesh.creation.capsule(height=3.0, radius=1.0, count=[160, 160])
+    mesh.apply_translation([4.0, -2.0, 1.5])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "capsule.obj")
+        mesh.export(path)
+        out["external_mesh_faces"] = int(len(mesh.faces))
+
+        def external_edit():
+            src = normalise(load_mesh(path), "z")
+            z, _ = encode_source_mesh(ae, src, fit_steps=60)
+            e, _ = editor.edit_latent(z, "make it taller", seed=0)
+            m = latent_to_mesh(ae, e, 128)
+            m.vertices = src.normalisation.to_original_z_up(m.vertices)
+            return m
+
+        out["external_50k_edit_incl_fit_60_steps"] = timeit(external_edit, repeat=3)
+    report(out, device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Evaluate instruction editing on held-out pairs.
+
+    python -m models.eval edit [--per-kind 8] [--per-combo 6] [--chains 16]
+
+Pair sets (none seen in training):
+  heldout_phrasing  test-stream assets, instructions written with held-out templates
+                    ("the seat should be red", "get rid of the armrests"), every edit kind
+  heldout_combo     the held-out (edit kind, category) combinations, e.g. resizing a lamp's
+                    part or removing a car's spoiler, with training phrasings
+Everything is measured on the decoded field (the mesh's SDF and vertex colours), against
+the exact before/after assets of the procedural world:
+  success       resize whole/axis: the decoded bounding box moved at least half-way (in log
+                scale) to the asked factor along the asked axes. Other kinds: in the region
+                the edit changes (occupancy for geometry edits, nearest palette colour of
+                surface points for colour edits), the edit achieved at least half of the
+                change that the autoencoder can show: (acc_edit - acc_source) /
+                (acc_oracle - acc_source) >= 0.5, where oracle = the encoded true target.
+                Pairs whose change the autoencoder cannot show (oracle gain < 0.1) are
+                counted apart ("unrepresentable"), not as successes.
+  preservation  in the region the edit does not touch (points whose exact SDF is equal
+                before and after): occupancy IoU of the edited field with the source's
+                decoded field, and the colour error on untouched surface points.
+  chained       5 successive held-out edits; the untouched-region IoU and colour error
+                against the source after each step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..device import pick_device
+from ..edit.data import PairKey, edit_for, pair_clouds, source_points
+from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
+from ..geometry import grid_points
+from ..triplane.inference import LatentField, encode_cloud
+from ..triplane.loading import load_autoencoder
+from ..world.asset import Asset, sample_asset_spec
+from ..world.categories import CATEGORY_NAMES
+from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
+from ..world.palette import COLOUR_ARRAY
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLOUR_KINDS = ("recolour_all", "recolour_part", "add_pattern", "remove_pattern")
+BBOX_KINDS = ("resize_whole", "resize_axis")
+# unsupported requests, disjoint from the phrases of models/edit/unsupported.py
+OOD_INSTRUCTIONS = ("make it a dragon", "make it out of gold", "turn it into a bicycle", "asdfgh qwerty",
+                    "play some jazz music", "what is the capital of france")
+TEST_BASE = 2000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    p.add_argument("--per-kind", type=int, default=8, help="held-out-phrasing pairs per edit kind")
+    p.add_argument("--per-combo", type=int, default=6, help="pairs per held-out (kind, category) combination")
+    p.add_argument("--chains", type=int, default=16)
+    p.add_argument("--chain-length", type=int, default=5)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
+
+
+def heldout_keys(per_kind: int, per_combo: int) -> dict[str, list[PairKey]]:
+    phrasing = []
+    for kind in EDIT_KINDS:
+        i, got = 0, 0
+        while got < per_kind and i < 400:
+            key = PairKey("test", TEST_BASE + 400 * EDIT_KINDS.index(kind) + i, 0, "heldout", kind)
+            i += 1
+            if edit_for(key) is not None:
+                phrasing.append(key)
+                got += 1
+    combo = []
+    for kind, cat in sorted(HELDOUT_EDIT_COMBOS):
+        c, i, got = CATEGORY_NAMES.index(cat), 0, 0
+        while got < per_combo and i < 200:
+            key = PairKey("test", TEST_BASE + 4000 + 13 * i + c, 0, "train", kind)
+            i += 1
+            if edit_for(key) is not None:
+                combo.append(key)
+                got += 1
+    return {"heldout_phrasing": phrasing, "heldout_combo": combo}
+
+
+def palette_labels(rgb: np.ndarray) -> np.ndarray:
+    return ((rgb[:, None, :] - COLOUR_ARRAY[None]) ** 2).sum(-1).argmin(1)
+
+
+class Probe:
+    """Fixed evaluation points for one pair and the exact before/after fields on them."""
+
+    def __init__(self, before: Asset, after: Asset, before_surf: np.ndarray, after_surf: np.ndarray, seed: int):
+        rng = np.random.default_rng(seed)
+        near = np.concatenate([before_surf, after_surf])
+        near = near + rng.normal(size=near.shape).astype(np.float32) * 0.02
+        self.volume = np.concatenate([rng.uniform(-1, 1, (32768, 3)).astype(np.float32), near])
+        self.sdf_b = before.query(self.volume, with_colour=False)[0]
+        self.sdf_a = after.query(self.volume, with_colour=False)[0]
+        self.changed = (self.sdf_b < 0) != (self.sdf_a < 0)
+        self.untouched = np.abs(self.sdf_b - self.sdf_a) < 1e-6
+        # colour: after-surface points on unchanged geometry, labelled before and after
+        self.surface = after_surf
+        same_geom = np.abs(before.query(after_surf, with_colour=False)[0]) < 2e-3
+        lab_b, lab_a = palette_labels(before.query(after_surf)[1]), palette_labels(after.query(after_surf)[1])
+        self.colour_changed = same_geom & (lab_b != lab_a)
+        self.colour_untouched = same_geom & (lab_b == lab_a)
+        self.label_after = lab_a
+
+
+def extents(field: LatentField, grid: np.ndarray) -> np.ndarray:
+    occ = field.sdf(grid) < 0
+    if not occ.any():
+        return np.zeros(3)
+    pts = grid[occ]
+    return pts.max(0) - pts.min(0)
+
+
+def occupancy_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def judge(pair, probe: Probe, src: LatentField, edit: LatentField, oracle: LatentField, grid: np.ndarray) -> dict:
+    row = {"kind": pair.kind, "instruction": pair.instruction, "category": pair.before.category}
+    if pair.kind in BBOX_KINDS:
+        e_src, e_edit = extents(src, grid), extents(edit, grid)
+        d = pair.details
+        axes = [0, 1, 2] if pair.kind == "resize_whole" else [0 if d["axis"] == "x" else 2]
+        factor = FACTOR["whole"] ** d["direction"] if pair.kind == "resize_whole" else d["factor"]
+        moved = float(np.mean(np.log(np.maximum(e_edit[axes], 1e-3) / np.maximum(e_src[axes], 1e-3))) / np.log(factor))
+        row.update(progress=round(moved, 3), success=moved >= 0.5)
+    else:
+        if pair.kind in COLOUR_KINDS:
+            sel = probe.colour_changed
+            pts, want = probe.surface[sel], probe.label_after[sel]
+            acc = [float((palette_labels(f.rgb(pts)) == want).mean()) if len(pts) else np.nan for f in (src, edit, oracle)]
+        else:
+            sel = probe.changed
+            want = probe.sdf_a[sel] < 0
+            acc = [float(((f.sdf(probe.volume[sel]) < 0) == want).mean()) if sel.any() else np.nan
+                   for f in (src, edit, oracle)]
+        gain = acc[2] - acc[0]
+        row.update(acc_source=round(acc[0], 3), acc_edit=round(acc[1], 3), acc_oracle=round(acc[2], 3))
+        if not np.isfinite(gain) or gain < 0.1:
+            row.update(representable=False, success=None)
+        else:
+            row.update(progress=round((acc[1] - acc[0]) / gain, 3), success=(acc[1] - acc[0]) / gain >= 0.5)
+    row.update(preservation(probe, src, edit))
+    return row
+
+
+def preservation(probe: Probe, src: LatentField, edit: LatentField) -> dict:
+    out = {}
+    if probe.untouched.sum() >= 500:
+        pts = probe.volume[probe.untouched]
+        out["untouched_iou"] = round(occupancy_iou(src.sdf(pts) < 0, edit.sdf(pts) < 0), 4)
+    if probe.colour_untouched.sum() >= 100:
+        pts = probe.surface[probe.colour_untouched]
+        out["untouched_colour_l1"] = round(float(np.abs(src.rgb(pts) - edit.rgb(pts)).mean()), 4)
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    judged = [r for r in rows if r["success"] is not None]
+    per_kind = {}
+    for kind in EDIT_KINDS:
+        k = [r for r in rows if r["kind"] == kind]
+        kj = [r for r in k if r["success"] is not None]
+        if k:
+            per_kind[kind] = {"pairs": len(k), "success": round(float(np.mean([r["success"] for r in kj])), 3) if kj else None,
+                              "unrepresentable": len(k) - len(kj),
+                              "untouched_iou": _mean(k, "untouched_iou")}
+    return {"pairs": len(rows), "judged": len(judged),
+            "edit_success": round(float(np.mean([r["success"] for r in judged])), 4) if judged else None,
+            "unrepresentable": len(rows) - len(judged),
+            "untouched_iou": _mean(rows, "untouched_iou"), "untouched_colour_l1": _mean(rows, "untouched_colour_l1"),
+            "warned_as_unsupported": round(float(np.mean([r.get("warned", False) for r in rows])), 4),
+            "per_kind": per_kind}
+
+
+def _mean(rows, key):
+    v = [r[key] for r in rows if key in r]
+    return round(float(np.mean(v)), 4) if v else None
+
+
+def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
+    return encode_cloud(ae, cloud)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    ae = load_autoencoder(device=device)
+    editor = LatentEditor.load(args.weights, device)
+    kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps)) if v is not None}
+    grid = grid_points(64)
+    t0 = time.time()
+    summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw}
+    all_rows = []
+    for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
+        rows = []
+        for key in keys:
+            pair = edit_for(key)
+            before_pts = source_points(pair.before, key)
+            src_cloud, tgt_cloud = pair_clouds(key, pair, before_pts)
+            z_src, z_oracle = encoded(ae, src_cloud), encoded(ae, tgt_cloud)
+            z_edit, warnings = editor.edit_latent(z_src, pair.instruction, seed=0, **kw)
+            probe = Probe(Asset(pair.before), Asset(pair.after), before_pts[:4096], tgt_cloud[:4096, :3], key.source)
+            row = judge(pair, probe, LatentField(ae, z_src), LatentField(ae, z_edit), LatentField(ae, z_oracle), grid)
+            rows.append({**row, "warned": bool(warnings)})
+        summary[name] = summarise(rows)
+        print(name, json.dumps(summary[name]), flush=True)
+        for r in rows[:: max(1, len(rows) // 8)]:
+            print("   ", json.dumps(r))
+        all_rows += rows
+    summary["chained"] = chained(ae, editor, args, kw)
+    print("chained", json.dumps(summary["chained"]), flush=True)
+    summary["out_of_domain"] = out_of_domain(ae, editor, kw)
+    print("out_of_domain", json.dumps(summary["out_of_domain"]), flush=True)
+    summary["eval_seconds"] = round(time.time() - t0, 1)
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            fh.write(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+def chained(ae, editor: LatentEditor, args, kw) -> dict:
+    """Successive held-out edits of one asset; preservation against the original after each."""
+    per_step_iou = [[] for _ in range(args.chain_length)]
+    per_step_col = [[] for _ in range(args.chain_length)]
+    for c in range(args.chains):
+        index = TEST_BASE + 7000 + c
+        spec = sample_asset_spec("test", index)
+        key0 = PairKey("test", index, 0, "heldout")
+        pts = source_points(spec, key0)
+        original = Asset(spec)
+        z = encoded(ae, np.concatenate([pts, original.query(pts)[1]], 1))
+        src_field = LatentField(ae, z)
+        current = spec
+        for step in range(args.chain_length):
+            pair = edit_for(PairKey("test", index, step, "heldout"), current)
+            if pair is None:
+                break
+            z, _ = editor.edit_latent(z, pair.instruction, seed=step, **kw)
+            current = pair.after
+            after = Asset(current)
+            after_pts = pts[np.abs(after.query(pts, with_colour=False)[0]) < 2e-3]
+            probe = Probe(original, after, pts[:4096], after_pts[:4096] if len(after_pts) else pts[:16], index)
+            kept = preservation(probe, src_field, LatentField(ae, z))
+            if "untouched_iou" in kept:
+                per_step_iou[step].append(kept["untouched_iou"])
+            if "untouched_colour_l1" in kept:
+                per_step_col[step].append(kept["untouched_colour_l1"])
+    return {"chains": args.chains,
+            "untouched_iou_after_step": [round(float(np.mean(v)), 4) if v else None for v in per_step_iou],
+            "untouched_colour_l1_after_step": [round(float(np.mean(v)), 4) if v else None for v in per_step_col],
+            "chains_measured_after_step": [len(v) for v in per_step_iou]}
+
+
+def out_of_domain(ae, editor: LatentEditor, kw) -> dict:
+    out = {}
+    grid = grid_points(48)
+    for text in OOD_INSTRUCTIONS:
+        ious, warned = [], []
+        for i in range(4):
+            spec = sample_asset_spec("test", TEST_BASE + 9000 + i)
+            pts = source_points(spec, PairKey("test", TEST_BASE + 9000 + i, 0))
+            z = encoded(ae, np.concatenate([pts, Asset(spec).query(pts)[1]], 1))
+            z_edit, warnings = editor.edit_latent(z, text, seed=0, **kw)
+            ious.append(occupancy_iou(LatentField(ae, z).sdf(grid) < 0, LatentField(ae, z_edit).sdf(grid) < 0))
+            warned.append(bool(warnings))
+        out[text] = {"warned": float(np.mean(warned)), "iou_with_source": round(float(np.mean(ious)), 4)}
+    return out

@@ -1,0 +1,156 @@
+"""Train the instruction-editing flow on exact before/after pairs of the procedural world.
+
+    python -m models.train edit --seed 0
+
+Needs the autoencoder weights (the latent space). Each pair's source and target clouds
+(shared samples on untouched parts, see models/edit/data.py) are encoded by the
+autoencoder; the DiT learns the rectified flow of the normalised delta (target - source)
+given the normalised source latent and the instruction's sentence features, with 10%
+instruction dropout for classifier-free guidance. Writes models/weights/edit.safetensors:
+EMA weights, normalisation, the instruction bank and the calibrated warning threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_model
+from ..edit import unsupported
+from ..edit.data import PairKey, edit_for, load_or_build_pairs
+from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES
+from ..text.dit import DiTConfig, LatentDiT
+from ..text.encoder import SentenceEncoder
+from ..text.flow import flow_loss
+from ..triplane.loading import load_autoencoder
+from ..world.edits import EDIT_KINDS
+from .text import embed
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--schedule-steps", type=int, default=4000,
+                   help="cosine schedule length; --steps N below it reproduces step N of the longer run")
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
+    p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
+    p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "edit"))
+    p.add_argument("--out", default=DEFAULT_WEIGHTS)
+
+
+@torch.no_grad()
+def encode_clouds(ae, clouds: list[np.ndarray]) -> torch.Tensor:
+    """Clouds of different sizes, one at a time (the encoder's scatter-mean takes any N)."""
+    return torch.cat([ae.encode(torch.from_numpy(c.astype(np.float32))[None]) for c in clouds])
+
+
+def ood_threshold(encoder: SentenceEncoder, bank: torch.Tensor, n: int = 200) -> float:
+    """Just below (almost) every held-out phrasing's similarity to the training instructions."""
+    held = []
+    for i in range(n):
+        pair = edit_for(PairKey("test", 20000 + i, 0, "heldout"))
+        if pair is not None:
+            held.append(pair.instruction)
+    sims = (encoder.encode(held).pooled @ bank.T).max(1).values
+    return float(torch.quantile(sims, 0.01)) - 0.02
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    ae = load_autoencoder()
+    pairs = load_or_build_pairs(args.sources, args.cache)
+    print(f"{len(pairs)} edit pairs ready in {time.time() - t0:.0f}s", flush=True)
+    src = encode_clouds(ae, [p["src"] for p in pairs])
+    tgt = encode_clouds(ae, [p["tgt"] for p in pairs])
+    kinds = np.array([p["kind"] for p in pairs])
+    print(f"encoded in {time.time() - t0:.0f}s; pairs per kind: "
+          f"{dict(zip(EDIT_KINDS, np.bincount(kinds, minlength=len(EDIT_KINDS)).tolist()))}", flush=True)
+    mean = src.mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = src.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    delta = tgt - src
+    delta_std = delta.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    source_n, delta_n = (src - mean) / std, delta / delta_std
+
+    encoder = SentenceEncoder()
+    texts = sorted({p["instruction"] for p in pairs})
+    index = {t: i for i, t in enumerate(texts)}
+    instr = torch.tensor([index[p["instruction"]] for p in pairs])
+    tokens, masks, pooled = embed(encoder, texts)
+    print(f"{len(texts)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
+
+    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res, extra_cond_tokens=1)
+    model = LatentDiT(cfg)
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    warmup = 300
+    horizon = max(args.schedule_steps, args.steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, horizon) / horizon))))
+    os.makedirs(args.run_dir, exist_ok=True)
+    log = open(os.path.join(args.run_dir, "log.jsonl"), "a")
+    t_train = time.time()
+    for step in range(1, args.steps + 1):
+        b = torch.from_numpy(rng.integers(0, len(pairs), args.batch))
+        k = instr[b]
+        p, tk, mk = pooled[k], tokens[k].float(), masks[k]
+        drop = torch.from_numpy(rng.random(args.batch) < args.cfg_dropout)
+        if drop.any():
+            np_, nt, nm = model.null_condition(int(drop.sum()), tk.shape[1])
+            p, tk, mk = p.clone(), tk.clone(), mk.clone()
+            p[drop], tk[drop], mk[drop] = np_, nt, nm
+        loss = flow_loss(model, delta_n[b], (p, tk, mk, source_n[b]), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+        if step % 100 == 0:
+            rec = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+                   "elapsed_s": round(time.time() - t_train, 1)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % 500 == 0 or step == args.steps:
+            _save(args, ema, cfg, mean, std, delta_std, pooled, encoder, len(pairs), time.time() - t_train, step)
+    print(f"wrote {args.out} after {(time.time() - t_train) / 60:.1f} min of training", flush=True)
+    return 0
+
+
+def _save(args, ema, cfg, mean, std, delta_std, pooled, encoder, n_pairs, train_s, step) -> None:
+    bank = pooled[torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()]
+
+    class Bundle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dit = ema
+            self.register_buffer("latent_mean", mean.clone())
+            self.register_buffer("latent_std", std.clone())
+            self.register_buffer("delta_std", delta_std.clone())
+            self.register_buffer("instruction_bank", bank.half())
+            self.register_buffer("unsupported_bank", encoder.encode(unsupported.phrases()).pooled.half())
+            self.register_buffer("example_bank", encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half())
+
+    save_model(Bundle(), args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
+               seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
+               sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), version="1.0")

@@ -1,0 +1,149 @@
+"""The shipped instruction-editing model: colour and size edits, preservation, strength,
+seeds, chained edits, unsupported and empty instructions, and external meshes."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from models.edit.data import PairKey, coloured_cloud, source_points
+from models.edit.pipeline import EmptyInstructionError, LatentEditor
+from models.geometry import grid_points
+from models.text.pipeline import nearest_colour_share
+from models.triplane.inference import LatentField, encode_cloud, latent_to_mesh
+from models.world.asset import Asset, sample_asset_spec
+from tests.backend_proc import BackendProcess
+
+GRID = grid_points(48)
+
+
+@pytest.fixture(scope="module")
+def editor():
+    return LatentEditor.load()
+
+
+def procedural_latent(autoencoder, category: str, colour: str):
+    """A held-out (test-stream) asset of a category, recoloured, encoded like training sources."""
+    index = next(i for i in range(5000, 5200) if sample_asset_spec("test", i).category == category)
+    spec = sample_asset_spec("test", index)
+    spec.colours = {p: colour for p in spec.parts()}
+    spec.patterns = {}
+    pts = source_points(spec, PairKey("test", index, 0))
+    return encode_cloud(autoencoder, coloured_cloud(Asset(spec), pts))
+
+
+def occupancy(autoencoder, latent):
+    return LatentField(autoencoder, latent).sdf(GRID) < 0
+
+
+def iou(a, b):
+    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+
+
+def extent(occ):
+    pts = GRID[occ]
+    return pts.max(0) - pts.min(0)
+
+
+def main_colour(autoencoder, latent):
+    share = nearest_colour_share(latent_to_mesh(autoencoder, latent, 64).colors)
+    return max(share, key=share.get), share
+
+
+def test_make_it_blue_recolours_and_keeps_the_shape(editor, autoencoder):
+    src = procedural_latent(autoencoder, "chair", "red")
+    assert main_colour(autoencoder, src)[0] == "red"
+    out, warnings = editor.edit_latent(src, "make it blue", seed=0)
+    colour, share = main_colour(autoencoder, out)
+    assert not warnings
+    assert colour == "blue", share
+    assert iou(occupancy(autoencoder, src), occupancy(autoencoder, out)) > 0.8
+
+
+def test_make_it_taller_grows_height_and_keeps_width(editor, autoencoder):
+    src = procedural_latent(autoencoder, "vase", "green")
+    out, _ = editor.edit_latent(src, "make it taller", seed=0)
+    e_src, e_out = extent(occupancy(autoencoder, src)), extent(occupancy(autoencoder, out))
+    assert e_out[2] > 1.12 * e_src[2], (e_src, e_out)
+    assert abs(e_out[0] / e_src[0] - 1) < 0.08, (e_src, e_out)
+
+
+def test_strength_scales_the_edit_and_zero_returns_the_source(editor, autoencoder):
+    src = procedural_latent(autoencoder, "car", "yellow")
+    same, _ = editor.edit_latent(src, "make it red", seed=0, strength=0.0)
+    assert torch.equal(same, src)
+    half, _ = editor.edit_latent(src, "make it red", seed=0, strength=0.5)
+    full, _ = editor.edit_latent(src, "make it red", seed=0, strength=1.0)
+    assert torch.allclose(half - src, 0.5 * (full - src), atol=1e-5)
+
+
+def test_same_seed_same_edit(editor, autoencoder):
+    src = procedural_latent(autoencoder, "table", "brown")
+    a, _ = editor.edit_latent(src, "make the legs longer", seed=3)
+    b, _ = editor.edit_latent(src, "make the legs longer", seed=3)
+    assert torch.equal(a, b)
+
+
+def test_chained_edits_come_back_to_the_source_shape(editor, autoencoder):
+    src = procedural_latent(autoencoder, "bottle", "blue")
+    z = src
+    for i, instruction in enumerate(("make it red", "make it taller", "make it green", "make it shorter", "make it blue")):
+        z, _ = editor.edit_latent(z, instruction, seed=i)
+    assert main_colour(autoencoder, z)[0] == "blue"
+    assert iou(occupancy(autoencoder, src), occupancy(autoencoder, z)) > 0.8
+
+
+def test_empty_instruction_is_a_clear_error(editor, autoencoder):
+    src = procedural_latent(autoencoder, "mug", "white")
+    for text in ("", "  \n"):
+        with pytest.raises(EmptyInstructionError, match="empty"):
+            editor.edit_latent(src, text)
+
+
+def test_unsupported_instruction_warns_and_does_no_damage(editor, autoencoder):
+    src = procedural_latent(autoencoder, "lamp", "orange")
+    out, warnings = editor.edit_latent(src, "asdfgh qwerty zxcv", seed=0)
+    assert warnings and "supported edits look like" in warnings[0]
+    assert iou(occupancy(autoencoder, src), occupancy(autoencoder, out)) > 0.9
+
+
+def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
+    """A box far from the origin, 3 units wide: the edit comes back in that frame and scale."""
+    box = trimesh.creation.box(extents=(3.0, 2.0, 1.0))
+    box.apply_translation((10.0, -4.0, 2.5))
+    path = tmp_path / "box.obj"
+    box.export(path)
+    proc = BackendProcess(str(tmp_path / "out"))
+    try:
+        proc.send("edit", "e1", mesh=str(path), instruction="make it taller", fit_steps=40, resolution=64, preview=False)
+        ev = proc.wait_for("e1", timeout=180)
+        assert ev["event"] == "result", ev
+        lo, hi = np.array(ev["mesh"]["bounds"])
+        assert np.allclose((lo + hi)[:2] / 2, (10.0, -4.0), atol=0.3)    # still centred where it was
+        assert abs(lo[2] - 2.0) < 0.25                                     # still standing on its base
+        assert hi[2] - lo[2] > 1.1 * 1.0 and 2.5 < hi[0] - lo[0] < 3.5     # taller, same width
+        assert 0.5 < ev["fit_iou"] <= 1.0
+        with open(ev["latent"], "rb"):
+            pass
+        # chain: the edit's latent is itself editable, and stays in the box's frame
+        proc.send("edit", "e2", asset=ev["latent"], instruction="make it red", resolution=64, preview=False)
+        ev2 = proc.wait_for("e2", timeout=120)
+        assert ev2["event"] == "result", ev2
+        lo2, hi2 = np.array(ev2["mesh"]["bounds"])
+        assert np.allclose(lo2, lo, atol=0.3) and np.allclose(hi2, hi, atol=0.3)
+        from backend.results import load_latent
+
+        meta = load_latent(ev2["latent"])[1]
+        assert meta["edits"] == ["make it taller"] and meta["instruction"] == "make it red"
+        assert meta["source_mesh"] == str(path)
+        # errors: a missing latent, an empty instruction
+        proc.send("edit", "e3", asset=str(tmp_path / "nope.safetensors"), instruction="make it blue")
+        assert proc.wait_for("e3")["code"] == "not_found"
+        proc.send("edit", "e4", asset=ev["latent"], instruction="   ")
+        assert proc.wait_for("e4")["code"] == "bad_request"
+    finally:
+        proc.close()
+    assert json.loads(json.dumps(ev))  # the event is plain JSON
+    assert os.path.exists(ev2["glb"])

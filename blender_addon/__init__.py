@@ -11,7 +11,6 @@ bl_info = {
     "blender": (3, 4, 0),
     "location": "3D Viewport > Sidebar > Kiln",
     "description": "Generate and edit 3D assets from text with a local PyTorch backend",
-    "doc_url": "https://github.com/kiln-3d/kiln#blender-add-on",
     "category": "3D View",
 }
 

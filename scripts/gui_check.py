@@ -30,6 +30,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--python", required=True)
 ap.add_argument("--screenshot", required=True)
 ap.add_argument("--report", required=True)
+ap.add_argument("--prefs-screenshot", default="", help="also show Kiln's add-on preferences and grab them")
 ap.add_argument("--out", default="", help="backend output folder (default: a temporary one)")
 ap.add_argument("--prompt", default="a red chair with a tall back")
 ap.add_argument("--seed", type=int, default=3)
@@ -87,7 +88,8 @@ class Flow:
 
     def __init__(self):
         self.steps = [self.setup_scene, self.open_kiln_tab, self.press_generate, self.wait_job, self.undo_redo,
-                      self.second_asset, self.wait_job, self.pose_view, self.screenshot]
+                      self.second_asset, self.wait_job, self.pose_view, self.screenshot, self.show_preferences,
+                      self.preferences_screenshot]
         self.i = 0
         self.job = None
         self.t0 = time.monotonic()
@@ -215,6 +217,28 @@ class Flow:
         with bpy.context.temp_override(window=win(), screen=win().screen):
             bpy.ops.screen.screenshot(filepath=args.screenshot)
         report["screenshot"] = args.screenshot
+        return 0.1
+
+    def show_preferences(self):
+        """Turn the 3D Viewport into Preferences > Add-ons > Kiln (expanded): its draw() runs
+        for real (a Python error there would be printed)."""
+        import addon_utils
+
+        area, _, _ = view3d()
+        area.type = "PREFERENCES"
+        bpy.context.preferences.active_section = "ADDONS"
+        bpy.context.window_manager.addon_search = "kiln"
+        for mod in addon_utils.modules(refresh=False):  # the list the Add-ons page draws
+            if mod.__name__ == "kiln":
+                addon_utils.module_bl_info(mod)["show_expanded"] = True
+        area.tag_redraw()
+        return 1.0
+
+    def preferences_screenshot(self):
+        if args.prefs_screenshot:
+            with bpy.context.temp_override(window=win(), screen=win().screen):
+                bpy.ops.screen.screenshot(filepath=args.prefs_screenshot)
+        report["preferences_shown"] = True
         return None
 
 

@@ -1,7 +1,8 @@
 """Kiln in a real Blender window (Debian's Blender 3.4 under Xvfb, scripts/gui_check.py): the
 Kiln sidebar tab drawn, Generate pressed the way the UI does it (the operator returns before
 the result; Blender's own timer imports it), undo/redo of a landed asset, the timer callbacks
-recorded, a screenshot taken, and no Python error printed by any panel or timer."""
+recorded, a screenshot taken, the add-on preferences drawn, and no Python error printed by any
+panel, preferences page or timer."""
 import os
 import shutil
 import sys
@@ -31,7 +32,7 @@ def gui(tmp_path_factory):
 def test_flow_completes(gui):
     report, tail, _ = gui
     assert report.get("ok"), f"{report.get('error')}\n{tail[-6000:]}"
-    assert report["steps"][-1] == "screenshot"
+    assert report["steps"][-2:] == ["show_preferences", "preferences_screenshot"]  # prefs drawn too
 
 
 def test_generate_does_not_block_the_ui(gui):

@@ -66,6 +66,7 @@ class KilnError(Exception):
         "backend_not_configured": "no usable backend Python interpreter",
         "backend_missing": "the add-on's backend files are missing",
         "backend_crashed": "the backend process stopped unexpectedly",
+        "backend_stopped": "the backend is not running and may not be started automatically",
         "backend_start_failed": "the backend process could not be started",
         "timeout": "no answer from the backend in time",
     }

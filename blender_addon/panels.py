@@ -16,12 +16,17 @@ class _KilnPanel:
     bl_category = "Kiln"
 
 
-def _progress(layout, fraction: float, text: str) -> None:
+STAGES = {"text": "Reading prompt", "sample": "Sampling", "mesh": "Meshing", "read": "Reading mesh",
+          "fit": "Fitting latent", "edit": "Editing", "done": "Importing"}
+
+
+def _progress(layout, context, fraction: float, text: str) -> None:
     if hasattr(layout, "progress"):  # 4.0+
         layout.progress(factor=fraction, type="BAR", text=text)
-    else:
-        blocks = int(round(fraction * 20))
-        layout.label(text=f"{'█' * blocks}{'░' * (20 - blocks)}  {text}")
+    else:  # 3.4 - 3.6: a read-only percentage slider kept up to date by the timer
+        row = layout.row()
+        row.enabled = False
+        row.prop(context.window_manager, "kiln_progress", text=text, slider=True)
 
 
 class KILN_PT_main(_KilnPanel, bpy.types.Panel):
@@ -90,9 +95,10 @@ class KILN_PT_jobs(_KilnPanel, bpy.types.Panel):
         job = m.running_job()
         if job is not None:
             box = layout.box()
-            box.label(text=job.label, icon="SORTTIME")
+            box.label(text=_job_name(job), icon="SORTTIME")
             row = box.row(align=True)
-            _progress(row, job.fraction, f"{job.stage or job.state} {job.fraction * 100:.0f}%")
+            stage = STAGES.get(job.stage, job.stage) if job.state == "running" else "Queued"
+            _progress(row, context, job.fraction, stage)
             row.operator("kiln.cancel", text="", icon="CANCEL").job_id = job.id
         if not m.jobs:
             layout.label(text="No jobs yet")
@@ -167,11 +173,15 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
         row.operator("kiln.edit", icon="MODIFIER")
 
 
+def _job_name(j) -> str:
+    if j.op == "edit":
+        return j.label[len("Edit "):]
+    return j.label.split(" ", 1)[1] if j.label.startswith(("Generate ", "Regenerate ", "Fit ")) else j.label
+
+
 def _job_line(j) -> str:
     """One short line per job for a narrow sidebar: what, then how it stands."""
-    name = j.label.split(" ", 1)[1] if j.label.startswith(("Generate ", "Regenerate ", "Fit ")) else j.label
-    if j.op == "edit":
-        name = j.label[len("Edit "):]
+    name = _job_name(j)
     if j.state == "done" and not j.pending_import:
         return j.object_name or name
     if j.state == "running":

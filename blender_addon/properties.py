@@ -41,7 +41,11 @@ classes = (KILN_PG_settings,)
 
 def register() -> None:
     bpy.types.Scene.kiln = PointerProperty(type=KILN_PG_settings)
+    # the running job's progress, for Blender < 4.0 (no layout.progress); not saved in files
+    bpy.types.WindowManager.kiln_progress = FloatProperty(name="Progress", min=0.0, max=100.0, default=0.0,
+                                                          subtype="PERCENTAGE", precision=0, options={"SKIP_SAVE"})
 
 
 def unregister() -> None:
+    del bpy.types.WindowManager.kiln_progress
     del bpy.types.Scene.kiln

@@ -100,8 +100,10 @@ class Manager:
     def ensure_backend(self) -> None:
         if self.backend.alive:
             return
-        if not preferences.get().auto_start and self.backend.state != "stopped":
-            raise KilnError("backend_crashed", f"the backend is {self.backend.state}; start it in the Kiln panel")
+        if not preferences.get().auto_start:
+            code = "backend_crashed" if self.backend.state == "crashed" else "backend_stopped"
+            raise KilnError(code, f"the backend is {self.backend.state}: press Start in the Kiln panel "
+                                  "(or turn on Start Automatically in the add-on preferences)")
         self.start_backend()
 
     def stop_backend(self, wait: float = 0.0) -> None:
@@ -319,6 +321,7 @@ class Manager:
         if imported:
             self.ticks.append((t2 - t1, "import"))
         if changed or imported:
+            _show_progress(self.running_job())
             _tag_redraw()
         if any(j.active for j in self.jobs.values()) or self.backend.state == "starting":
             return 0.0 if imported and any(j.pending_import for j in self.jobs.values()) else TICK_ACTIVE
@@ -388,6 +391,15 @@ def _notify(level: str, message: str) -> None:
             bpy.ops.kiln.notify("EXEC_DEFAULT", level=level, message=message[:1000])
     except (RuntimeError, AttributeError):
         pass
+
+
+def _show_progress(job) -> None:
+    """Blender < 4.0 draws the progress bar from a window-manager property."""
+    wm = bpy.context.window_manager
+    if wm is not None and hasattr(wm, "kiln_progress"):
+        value = round((job.fraction if job is not None else 0.0) * 100.0, 1)
+        if abs(wm.kiln_progress - value) >= 0.1:
+            wm.kiln_progress = value
 
 
 def _tag_redraw() -> None:

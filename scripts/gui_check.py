@@ -31,6 +31,7 @@ ap.add_argument("--python", required=True)
 ap.add_argument("--screenshot", required=True)
 ap.add_argument("--report", required=True)
 ap.add_argument("--prefs-screenshot", default="", help="also show Kiln's add-on preferences and grab them")
+ap.add_argument("--progress-screenshot", default="", help="also grab the window while the first job runs")
 ap.add_argument("--out", default="", help="backend output folder (default: a temporary one)")
 ap.add_argument("--prompt", default="a red chair with a tall back")
 ap.add_argument("--seed", type=int, default=3)
@@ -164,6 +165,10 @@ class Flow:
         return 0.2
 
     def wait_job(self):
+        if self.job.state == "running" and args.progress_screenshot and "progress_screenshot" not in report:
+            report["progress_screenshot"] = args.progress_screenshot
+            with bpy.context.temp_override(window=win(), screen=win().screen):
+                bpy.ops.screen.screenshot(filepath=args.progress_screenshot)
         if self.job.active:
             if time.monotonic() - self.t0 > args.timeout:
                 raise TimeoutError(f"job still {self.job.state} after {args.timeout} s")

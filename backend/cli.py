@@ -96,7 +96,8 @@ def _request_from_args(args: argparse.Namespace) -> dict:
             raise ProtocolError("bad_request", "give --prompt TEXT, or --front IMAGE [--back IMAGE]")
     else:
         fields.update(asset=args.asset, mesh=args.mesh, instruction=args.instruction, strength=args.strength,
-                      model=args.model)
+                      model=args.model, steps=args.steps, guidance=args.guidance, up=args.up,
+                      fit_steps=args.fit_steps if args.mesh else None)
     return parse_request(json.dumps({k: v for k, v in fields.items() if v is not None}))
 
 

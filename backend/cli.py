@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--instruction", required=True)
     edit.add_argument("--strength", type=float, default=1.0)
     edit.add_argument("--model")
+    edit.add_argument("--steps", type=int)
+    edit.add_argument("--guidance", type=float)
+    edit.add_argument("--fit-steps", type=int, default=60, help="latent fitting steps when editing a --mesh")
+    edit.add_argument("--up", choices=("y", "z"), default=None, help="the --mesh's up axis (default: y for glTF, else z)")
     return parser
 
 

@@ -6,6 +6,7 @@
     python -m backend generate --prompt TEXT [--seed N] [--resolution R] --out DIR
     python -m backend generate --front A.png [--back B.png] --out DIR
     python -m backend edit (--asset DIR/latent.safetensors | --mesh FILE) --instruction TEXT [--strength S] --out DIR
+    python -m backend batch JOBS.jsonl --out DIR [--ray ADDRESS|auto] [--workers N] [--retries K]
 
 Progress goes to stderr (a bar on a terminal, nothing when piped); failures exit 2 with
 one line `error [code]: message`; --json prints the result as one JSON line on stdout.
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--guidance", type=float)
     edit.add_argument("--fit-steps", type=int, default=60, help="latent fitting steps when editing a --mesh")
     edit.add_argument("--up", choices=("y", "z"), default=None, help="the --mesh's up axis (default: y for glTF, else z)")
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -210,4 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args)
     if args.command == "models":
         return run_models(args)
+    if args.command == "batch":
+        from .batch import run_batch_command
+
+        return run_batch_command(args)
     return run_job_command(args)

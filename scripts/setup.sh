@@ -24,6 +24,22 @@ if [[ ! -x .venv/bin/python ]] || ! cmp -s requirements.txt "$STAMP"; then
   pip_install "$(grep -E '^torch==' requirements.txt)"
   pip_install -r requirements.txt
   cp requirements.txt "$STAMP"
+  rm -f .venv/.kiln-requirements-*.txt  # re-check the extras against the new pins
 fi
+
+# Optional extras, e.g. KILN_EXTRAS=ray (batch runs on a Ray cluster): requirements-<extra>.txt,
+# installed with requirements.txt as constraints so torch and numpy stay as pinned.
+EXTRAS=${KILN_EXTRAS:-}
+for extra in ${EXTRAS//,/ }; do
+  REQ=requirements-$extra.txt
+  [[ -f "$REQ" ]] || { log "unknown extra '$extra' (no $REQ)"; exit 1; }
+  XSTAMP=.venv/.kiln-$REQ
+  if ! cmp -s "$REQ" "$XSTAMP"; then
+    log "installing the $extra extra ($REQ)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQ" -c requirements.txt >>.venv/pip-install.log 2>&1 \
+      || { log "pip install -r $REQ failed; log:"; tail -n 40 .venv/pip-install.log >&2; exit 1; }
+    cp "$REQ" "$XSTAMP"
+  fi
+done
 
 log "ready: $ROOT/.venv"

@@ -603,16 +603,19 @@ def run_local(sched: Scheduler, opts: "BatchOptions", worker: Worker | None = No
     if worker is None:
         worker = Worker(sched.root, device=opts.device, threads=opts.threads, preload=needed_modes(sched.jobs))
     sched.progress.restart_clock()
+    call = -1
     while not sched.finished:
+        call += 1
         chunk = sched.take(max(1, opts.batch))
         if not chunk:
             raise RuntimeError("no job is ready but some are waiting (this is a bug)")
         t = time.perf_counter()
         pending = list(chunk)
 
-        def on_done(i: int, outcome: dict, chunk=chunk, t=t) -> None:
+        def on_done(i: int, outcome: dict, chunk=chunk, t=t, call=call) -> None:
             pending.remove(chunk[i])
-            sched.complete(chunk[i], outcome, {"call_s": round(time.perf_counter() - t, 4), "chunk": len(chunk)})
+            sched.complete(chunk[i], outcome, {"call": call, "call_s": round(time.perf_counter() - t, 4),
+                                               "chunk": len(chunk)})
 
         try:
             execute_chunk(worker.registry, sched.root, [sched.payload(j) for j in chunk], on_done=on_done)
@@ -634,6 +637,8 @@ class BatchOptions:
     retries: int = 2
     batch: int = 4                  # text jobs per sampling pass / per call
     inflight: int = 2               # calls queued per actor
+    workers_per_gpu: int = 1        # actors sharing one GPU (small models leave a GPU idle otherwise)
+    wait_workers: bool = False      # Ray: give out jobs once every actor is ready (benchmarks)
     device: str = "auto"
     log_every: int = 10
     start_timeout: float = 600.0
@@ -657,6 +662,10 @@ def add_batch_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=4,
                    help="at most this many text jobs share one sampling pass / one call to a worker (default 4)")
     p.add_argument("--inflight", type=int, default=2, help="calls queued per Ray actor (backpressure; default 2)")
+    p.add_argument("--workers-per-gpu", type=int, default=1,
+                   help="Ray actors sharing one GPU (num_gpus=1/K each; default 1)")
+    p.add_argument("--wait-workers", action="store_true",
+                   help="Ray: start giving out jobs once every worker has loaded its models (for timing)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="local runs")
     p.add_argument("--log-every", type=int, default=10, help="without a terminal: a progress line every N jobs")
     p.add_argument("--start-timeout", type=float, default=600.0,
@@ -771,8 +780,9 @@ def _print_summary(s: dict, sched: Scheduler, progress: Progress) -> None:
 
 def run_batch_command(args) -> int:
     if args.threads is not None and args.threads < 1 or args.batch < 1 or args.inflight < 1 \
-            or args.workers is not None and args.workers < 1:
-        print("error [bad_request]: --threads, --workers, --batch and --inflight must be at least 1", file=sys.stderr)
+            or args.workers is not None and args.workers < 1 or args.workers_per_gpu < 1:
+        print("error [bad_request]: --threads, --workers, --workers-per-gpu, --batch and --inflight must be at "
+              "least 1", file=sys.stderr)
         return 2
     if args.threads is None:
         args.threads = 1 if args.ray else int(os.environ.get("KILN_THREADS", "0") or 0)

@@ -1,7 +1,7 @@
 """The batch on an existing Ray cluster (`python -m backend batch JOBS --out DIR --ray ADDRESS|auto`).
 
 A pool of actors (`backend.batch.Worker`: warm models + the backend's job code), one GPU each
-when the cluster has GPUs, else `--threads` CPUs each. The driver hands each actor chunks of ready
+when the cluster has GPUs (1/K of one with --workers-per-gpu K), else `--threads` CPUs each. The driver hands each actor chunks of ready
 jobs and keeps at most `--inflight` calls queued per actor (backpressure: the rest wait in the
 driver, and an actor's queue never holds more than a few jobs to lose). Actor calls are not
 retried by Ray (max_restarts=0, max_task_retries=0): when an actor dies, the driver re-queues its
@@ -64,12 +64,13 @@ def run_ray(sched: Scheduler, opts) -> dict:
         gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 0))
         threads = opts.threads or 1
-        n_workers = opts.workers or (gpus if gpus else max(1, cpus // threads))
-        if gpus and n_workers > gpus or not gpus and n_workers * threads > cpus:
+        share = max(1, opts.workers_per_gpu)
+        n_workers = opts.workers or (gpus * share if gpus else max(1, cpus // threads))
+        if gpus and n_workers > gpus * share or n_workers * threads > cpus:
             sched.progress.message(f"[batch] warning: {n_workers} workers asked for, the cluster has {cpus} CPUs and "
                                    f"{gpus} GPUs: some will wait for resources")
         actor_cls = ray.remote(Worker).options(
-            num_cpus=threads, num_gpus=1 if gpus else 0, max_restarts=0, max_task_retries=0,
+            num_cpus=threads, num_gpus=1 / share if gpus else 0, max_restarts=0, max_task_retries=0,
             max_concurrency=1, scheduling_strategy="SPREAD")
         preload = needed_modes(sched.jobs)
         device = "cuda" if gpus else "cpu"
@@ -77,8 +78,9 @@ def run_ray(sched: Scheduler, opts) -> dict:
         slots: list[_Slot] = []
         started = 0
         t_start = time.monotonic()
-        first_ready = False
+        first_ready = clock_started = False
         last_error = ""
+        calls = 0
 
         def spawn() -> _Slot:
             nonlocal started
@@ -115,6 +117,8 @@ def run_ray(sched: Scheduler, opts) -> dict:
             while not sched.finished:
                 live = [s for s in slots if not s.dead]
                 ready = [s for s in live if s.info is not None]
+                if opts.wait_workers and not clock_started:
+                    ready = []  # start all at once (benchmarks)
                 # feed: chunks small enough that every ready actor gets work, big enough to batch
                 for slot in ready:
                     while len(slot.calls) < opts.inflight and sched.ready:
@@ -132,17 +136,18 @@ def run_ray(sched: Scheduler, opts) -> dict:
                                          f"CPUs, {gpus} GPUs; last error: {last_error or 'none'})")
                 done, _ = ray.wait(waiting_on, num_returns=1, timeout=0.5)
                 for ref in done:
-                    slot = next((s for s in live if ref is s.ready_ref or ref in s.calls), None)
+                    slot = next((s for s in live if ref == s.ready_ref or ref in s.calls), None)
                     if slot is None or slot.dead:
                         continue
-                    if ref is slot.ready_ref:
+                    if ref == slot.ready_ref and slot.info is None:
                         try:
                             slot.info = ray.get(ref)
                         except RayError as exc:
                             retire(slot, _first_line(exc))
                             continue
-                        if not first_ready:
-                            first_ready = True
+                        first_ready = True
+                        if not clock_started and (not opts.wait_workers or all(s.info for s in slots if not s.dead)):
+                            clock_started = True
                             sched.progress.restart_clock()
                         continue
                     jobs, t = slot.calls[ref]
@@ -159,7 +164,8 @@ def run_ray(sched: Scheduler, opts) -> dict:
                     del slot.calls[ref]
                     call_s = round(time.perf_counter() - t, 4)
                     for job, outcome in zip(jobs, outcomes):
-                        sched.complete(job, outcome, {"call_s": call_s, "chunk": len(jobs)})
+                        sched.complete(job, outcome, {"call": calls, "call_s": call_s, "chunk": len(jobs)})
+                    calls += 1
         except KeyboardInterrupt:
             for slot in slots:  # the jobs they hold stay pending; a re-run finishes them
                 for jobs, _t in slot.calls.values():

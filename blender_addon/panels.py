@@ -183,7 +183,14 @@ def _job_line(j) -> str:
     """One short line per job for a narrow sidebar: what, then how it stands."""
     name = _job_name(j)
     if j.state == "done" and not j.pending_import:
-        return j.object_name or name
+        obj = j.object_name or name
+        if j.op == "edit":
+            return f"{j.request.get('instruction', '')} → {obj}"
+        if j.op == "encode":
+            return f"{obj} (fitted)"
+        if j.target.get("kind") == "replace":
+            return f"{obj} · seed {j.request.get('seed', '')}"
+        return obj
     if j.state == "running":
         return f"{j.fraction * 100:3.0f}% {name}"
     if j.state == "failed":

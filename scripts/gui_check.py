@@ -89,7 +89,8 @@ class Flow:
 
     def __init__(self):
         self.steps = [self.setup_scene, self.open_kiln_tab, self.press_generate, self.wait_job, self.undo_redo,
-                      self.second_asset, self.wait_job, self.pose_view, self.screenshot, self.show_preferences,
+                      self.second_asset, self.wait_job, self.press_edit, self.wait_job, self.undo_redo_edit,
+                      self.pose_view, self.screenshot, self.show_preferences,
                       self.preferences_screenshot]
         self.i = 0
         self.job = None
@@ -198,6 +199,45 @@ class Flow:
         self.t0 = time.monotonic()
         return 0.2
 
+    def press_edit(self):
+        """Apply Edit on the chair from the panel's instruction (skipped without an edit model)."""
+        if not kiln.tasks.manager.backend.model_available("edit"):
+            report["edit"] = "skipped: no edit model"
+            self.job = None
+            return 0.1
+        chair = bpy.data.objects[report["jobs"][0]["object"]]
+        for o in bpy.context.view_layer.objects:
+            o.select_set(False)
+        chair.select_set(True)
+        bpy.context.view_layer.objects.active = chair
+        bpy.context.scene.kiln.instruction = "make it blue"
+        self.edit_before = {"vertices": len(chair.data.vertices), "mesh": chair.data.name,
+                            "latent": chair["kiln_latent"]}
+        with override():
+            assert bpy.ops.kiln.edit("INVOKE_DEFAULT") == {"FINISHED"}
+        self.job = list(kiln.tasks.manager.jobs.values())[-1]
+        self.t0 = time.monotonic()
+        return 0.2
+
+    def undo_redo_edit(self):
+        if self.job is None:
+            return 0.1
+        name = report["jobs"][0]["object"]
+        chair = bpy.data.objects[name]
+        after = {"vertices": len(chair.data.vertices), "latent": chair["kiln_latent"]}
+        assert chair.data.name == self.edit_before["mesh"] and after["latent"] != self.edit_before["latent"]
+        with override():
+            bpy.ops.ed.undo()
+        undone = bpy.data.objects[name]
+        undone_state = {"vertices": len(undone.data.vertices), "latent": undone["kiln_latent"]}
+        with override():
+            bpy.ops.ed.redo()
+        redone = bpy.data.objects[name]
+        report["edit"] = {"before": self.edit_before, "after": after, "after_undo": undone_state,
+                          "after_redo": {"vertices": len(redone.data.vertices), "latent": redone["kiln_latent"]},
+                          "instruction": redone.get("kiln_instruction")}
+        return 0.3
+
     def pose_view(self):
         from mathutils import Euler, Vector
 
@@ -212,7 +252,7 @@ class Flow:
             o.select_set(False)
         chair.select_set(True)
         bpy.context.view_layer.objects.active = chair
-        bpy.context.scene.kiln.instruction = "make it blue"
+        bpy.context.scene.kiln.instruction = "make the back taller"
         stats = kiln.tasks.manager.tick_stats()
         report["timer"] = stats
         return 1.0  # let the window redraw

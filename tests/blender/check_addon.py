@@ -148,7 +148,9 @@ def hello():
     models = {m["id"]: m for m in info["models"]}
     assert models["kiln-text"]["available"] and models["kiln-triplane-ae"]["available"]
     state["edit_available"] = bool(models.get("kiln-edit", {}).get("available"))
-    assert state["edit_available"] == os.path.isfile(EDIT_WEIGHTS)
+    root = kiln.client.backend_root()  # the checkout, or the installed zip's copy
+    checks.info["edit_weights"] = os.path.isfile(os.path.join(root, "models", "weights", "edit.safetensors"))
+    assert state["edit_available"] == checks.info["edit_weights"]
     assert os.path.realpath(info["output_root"]) == os.path.realpath(os.path.join(args.work, "out"))
     return {"pid": st["pid"], "models": {k: v["available"] for k, v in models.items()}}
 
@@ -422,6 +424,43 @@ def async_ui_mode():
         m.synchronous = True
 
 
+def in_place_edge_cases():
+    """UI mode: a result for an object in Edit Mode waits until it leaves Edit Mode; a mesh
+    shared with another object is made single-user, so the other object keeps its mesh."""
+    m = kiln.tasks.manager
+    src = bpy.data.objects[state["mushroom"]]
+    twin = bpy.data.objects.new("Mushroom Twin", src.data)
+    bpy.context.scene.collection.objects.link(twin)
+    n_shared, shared = len(src.data.vertices), src.data
+    m.synchronous = False
+    try:
+        job = kiln.api.submit_regenerate(src, seed=8)
+        for o in bpy.context.view_layer.objects:
+            o.select_set(False)
+        src.select_set(True)
+        bpy.context.view_layer.objects.active = src
+        bpy.ops.object.mode_set(mode="EDIT")
+        deadline = time.monotonic() + 300
+        while not (job.state == "done" and "Edit Mode" in job.message) and time.monotonic() < deadline:
+            assert job.state not in ("failed", "cancelled"), job.message
+            m.tick()
+            time.sleep(0.01)
+        for _ in range(5):
+            m.tick()
+        assert job.pending_import and "Edit Mode" in job.message, (job.state, job.message)
+        assert src.data == shared and len(src.data.vertices) == n_shared
+        bpy.ops.object.mode_set(mode="OBJECT")
+        m.tick()
+        assert not job.pending_import and job.object_name == src.name, job.message
+        assert src.data != twin.data and twin.data == shared and len(twin.data.vertices) == n_shared
+        assert src["kiln_seed"] == 8 and len(src.data.vertices) != n_shared
+        return {"waited_message": "in Edit Mode", "twin_vertices": n_shared, "new_vertices": len(src.data.vertices)}
+    finally:
+        m.synchronous = True
+        if bpy.context.mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+
+
 def backend_killed_mid_job():
     m = kiln.tasks.manager
     pid = m.backend.pid
@@ -562,7 +601,7 @@ def extension_install():
 
 CHECKS = [register_unregister, hello, generate_operator, generate_from_panel, bad_requests, regenerate_in_place,
           edit_kiln_object, export_mesh, fit_foreign_mesh, edit_foreign_mesh, cancel_job, async_ui_mode,
-          backend_killed_mid_job, restart_after_crash, bad_interpreter, save_reload, setup_backend,
+          in_place_edge_cases, backend_killed_mid_job, restart_after_crash, bad_interpreter, save_reload, setup_backend,
           extension_install]
 
 skip = set(filter(None, args.skip.split(",")))

@@ -219,7 +219,7 @@ def _noop_emit(_type: str, _fields: dict) -> None:
     pass
 
 
-def _outcome(res, registry, t0: float) -> dict:
+def _outcome(res, registry, t0: float, c0: float) -> dict:
     from models.mesh import Cancelled
 
     from .errors import classify
@@ -230,7 +230,7 @@ def _outcome(res, registry, t0: float) -> dict:
         timings = res.pop("timings", {})
         res.pop("dir", None)
         return {"status": "ok", "result": res, "timings": timings, "worker": worker,
-                "run_s": round(time.perf_counter() - t0, 4)}
+                "run_s": round(time.perf_counter() - t0, 4), "cpu_s": round(time.process_time() - c0, 4)}
     if isinstance(res, Cancelled):
         err = JobError("cancelled", "cancelled")
     else:
@@ -253,12 +253,12 @@ def execute_chunk(registry, root: str, items: list[dict],
     ctxs = [JobContext(it["id"], registry, output, emit=_noop_emit) for it in items]
     reqs = [it["request"] for it in items]
     outcomes: list = [None] * len(items)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()  # run_s / cpu_s: since the call (or job) started
 
     def done(i: int, res) -> None:
         if isinstance(res, (KeyboardInterrupt, SystemExit)):
             raise res  # stop now; the unfinished jobs stay pending
-        outcomes[i] = _outcome(res, registry, t0)
+        outcomes[i] = _outcome(res, registry, t0, c0)
         if on_done is not None:
             on_done(i, outcomes[i])
 
@@ -267,7 +267,7 @@ def execute_chunk(registry, root: str, items: list[dict],
         run_text_batch(ctxs, reqs, on_done=done)
     else:
         for i, (ctx, req) in enumerate(zip(ctxs, reqs)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 res = run_job(ctx, req)
             except Exception as exc:  # noqa: BLE001 - the job fails alone
@@ -557,8 +557,8 @@ class Scheduler:
             rec["inputs"] = {k: self.payload(job)["request"][k] for k in job.refs}
         if status == "ok":
             rec["result"] = outcome["result"]
-            run_s = {"run_s": outcome["run_s"]} if "run_s" in outcome else {}
-            rec["timings"] = {**outcome.get("timings", {}), **run_s, **(extra or {})}
+            run = {k: outcome[k] for k in ("run_s", "cpu_s") if k in outcome}
+            rec["timings"] = {**outcome.get("timings", {}), **run, **(extra or {})}
         else:
             rec["error"] = outcome["error"]
             if extra:

@@ -319,7 +319,7 @@ def _now() -> str:
 def _atomic_write_json(path: str, obj: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
+        json.dump(obj, fh, indent=1, default=str)  # a stray numpy scalar must not stop the run
         fh.write("\n")
     os.replace(tmp, path)
 
@@ -343,7 +343,7 @@ class Manifest:
         return last
 
     def append(self, record: dict) -> None:
-        self.fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.fh.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
         self.fh.flush()
 
     def compact(self, jobs: list[Job], pending_record: Callable[[Job], dict]) -> None:
@@ -356,7 +356,7 @@ class Manifest:
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             for rec in lines:
-                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                fh.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
         os.replace(tmp, self.path)
 
 
@@ -490,10 +490,16 @@ class Scheduler:
         """A job's outcome from a worker: ok, failed (retried if transient), or a re-queue."""
         self.running -= 1
         if outcome["status"] == "ok":
+            record = self._record(job, "ok", outcome, extra)
+            try:
+                _atomic_write_json(os.path.join(self.root, job.folder, RECORD_NAME), record)
+            except OSError as exc:  # e.g. the shared folder went away: a failed attempt, not a crash
+                self.running += 1
+                self.complete(job, {"status": "failed", "worker": outcome.get("worker"),
+                                    "error": {"code": "internal", "message": f"cannot write {RECORD_NAME}: {exc}"}})
+                return
             self.ran += 1
-            job.status = "ok"
-            job.record = self._record(job, "ok", outcome, extra)
-            _atomic_write_json(os.path.join(self.root, job.folder, RECORD_NAME), job.record)
+            job.status, job.record = "ok", record
             self.manifest.append(job.record)
             self.progress.update(True)
             for dep in job.dependents:

@@ -48,29 +48,81 @@ def frame_matrix(frame: dict | None) -> Matrix:
             @ Matrix.Translation((0.0, 0.0, -GROUND)))
 
 
-def fill_mesh(mesh, arrays: dict, transform: Matrix | None = None) -> None:
-    """Replace `mesh`'s geometry with the arrays (triangles, point colours, smooth shading)."""
-    nv, nf = arrays["n_vertices"], arrays["n_faces"]
-    if len(mesh.vertices) or len(mesh.polygons):
-        mesh.clear_geometry()
-    mesh.vertices.add(nv)
-    mesh.vertices.foreach_set("co", arrays["vertices"])
-    mesh.loops.add(3 * nf)
-    mesh.loops.foreach_set("vertex_index", arrays["faces"])
-    mesh.polygons.add(nf)
-    mesh.polygons.foreach_set("loop_start", array("i", range(0, 3 * nf, 3)))
-    if _loop_total_writable():
-        mesh.polygons.foreach_set("loop_total", array("i", [3]) * nf)
-    if transform is not None:
-        mesh.transform(transform)
-    mesh.update(calc_edges=True)
-    if arrays.get("colours") is not None:
-        set_point_colours(mesh, arrays["colours"])
-    _shade_smooth(mesh, nf)
-    # Indices are range-checked when the file is read; validate() (half the import time)
-    # only runs when a triangle repeats a vertex, or when the caller did not count those.
-    if arrays.get("degenerate", 1) and mesh.validate(verbose=False):
-        print(f"Kiln: mesh {mesh.name!r} needed cleaning after import")
+class MeshBuild:
+    """A result's mesh, built in stages so that the UI's timer can spread the work over a
+    few ticks (each a fraction of the whole; the interface redraws in between).
+
+    The mesh under construction is an orphan datablock found by name and checked by a token
+    on every step: if an undo in between took it away or brought back an older copy, the
+    build starts again instead of touching stale data."""
+
+    STAGES = 3
+
+    def __init__(self, name: str, arrays: dict, transform: Matrix | None = None):
+        self.name, self.arrays, self.transform = name, arrays, transform
+        self.stage = 0
+        self.mesh_name = ""
+        self.token = uuid.uuid4().hex
+
+    @property
+    def done(self) -> bool:
+        return self.stage >= self.STAGES
+
+    def _current(self):
+        mesh = bpy.data.meshes.get(self.mesh_name) if self.mesh_name else None
+        if mesh is not None and mesh.get("kiln_build") == self.token:
+            if mesh.get("kiln_build_stage") == self.stage:
+                return mesh
+            if mesh.users == 0:  # an older copy an undo brought back
+                bpy.data.meshes.remove(mesh)
+        self.stage = 0  # lost or rolled back by an undo: start over
+        return None
+
+    def step(self) -> bool:
+        """Do the next stage; True when the mesh is complete (then `mesh` is it)."""
+        a = self.arrays
+        nv, nf = a["n_vertices"], a["n_faces"]
+        mesh = self._current()
+        if self.stage == 0:
+            mesh = bpy.data.meshes.new(self.name)
+            self.mesh_name = mesh.name
+            mesh["kiln_build"] = self.token
+            mesh.vertices.add(nv)
+            mesh.vertices.foreach_set("co", a["vertices"])
+            mesh.loops.add(3 * nf)
+            mesh.loops.foreach_set("vertex_index", a["faces"])
+        elif self.stage == 1:
+            mesh.polygons.add(nf)
+            mesh.polygons.foreach_set("loop_start", array("i", range(0, 3 * nf, 3)))
+            if _loop_total_writable():
+                mesh.polygons.foreach_set("loop_total", array("i", [3]) * nf)
+            if self.transform is not None:
+                mesh.transform(self.transform)
+        else:
+            mesh.update(calc_edges=True)
+            if a.get("colours") is not None:
+                set_point_colours(mesh, a["colours"])
+            _shade_smooth(mesh, nf)
+            # Indices are range-checked when the file is read; validate() (as slow as all the
+            # rest) only runs when a triangle repeats a vertex, or when nobody counted those.
+            if a.get("degenerate", 1) and mesh.validate(verbose=False):
+                print(f"Kiln: mesh {mesh.name!r} needed cleaning after import")
+        self.stage += 1
+        mesh["kiln_build_stage"] = self.stage
+        if self.done:
+            del mesh["kiln_build"], mesh["kiln_build_stage"]
+            self.mesh = mesh
+        return self.done
+
+    def run(self):
+        while not self.step():
+            pass
+        return self.mesh
+
+
+def build_mesh(name: str, arrays: dict, transform: Matrix | None = None):
+    """A complete mesh from the arrays (triangles, point colours, smooth shading) in one go."""
+    return MeshBuild(name, arrays, transform).run()
 
 
 def set_point_colours(mesh, rgba) -> None:
@@ -132,12 +184,6 @@ def kiln_material():
     return mat
 
 
-def _assign_kiln_material(mesh) -> None:
-    if not any(m is not None and m.get("kiln_material") for m in mesh.materials):
-        mesh.materials.clear()
-        mesh.materials.append(kiln_material())
-
-
 # ---------------------------------------------------------------- objects
 
 
@@ -167,9 +213,10 @@ def is_kiln_object(obj) -> bool:
     return obj is not None and bool(obj.get("kiln_latent") or obj.get("kiln_prompt"))
 
 
-def create_object(name: str, arrays: dict, transform: Matrix | None, collection, location, view_layer=None):
-    mesh = bpy.data.meshes.new(name)
-    fill_mesh(mesh, arrays, transform)
+def create_object(name: str, arrays: dict | None, transform: Matrix | None, collection, location, view_layer=None,
+                  mesh=None):
+    """A new object with the result's mesh (`mesh` when already built, else from `arrays`)."""
+    mesh = mesh if mesh is not None else build_mesh(name, arrays, transform)
     mesh.materials.append(kiln_material())
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
@@ -187,21 +234,33 @@ def create_object(name: str, arrays: dict, transform: Matrix | None, collection,
     return obj
 
 
-def replace_mesh(obj, arrays: dict, transform: Matrix | None) -> None:
-    """New geometry for `obj`, in place: same object, name, transform, parent, modifiers and
-    mesh datablock (a mesh shared with other objects is made single-user first)."""
+def check_replaceable(obj) -> None:
     if obj.type != "MESH":
         raise ImportProblem(f"{obj.name} is not a mesh object")
     if obj.mode == "EDIT":
         raise DeferImport(f"{obj.name} is in Edit Mode; the result is applied when you leave it")
-    mesh = obj.data
-    if mesh.users > 1 + int(mesh.use_fake_user):
-        mesh = mesh.copy()
-        obj.data = mesh
-    if mesh.shape_keys is not None:
-        obj.shape_key_clear()
-    fill_mesh(mesh, arrays, transform)
-    _assign_kiln_material(mesh)
+
+
+def replace_mesh(obj, arrays: dict | None, transform: Matrix | None, mesh=None) -> None:
+    """New geometry for `obj`, in place: the same object with its name, transform, parent,
+    modifiers, materials and mesh name; the new mesh data take the old one's place (other
+    objects that shared the old mesh keep it)."""
+    check_replaceable(obj)
+    old = obj.data
+    new = mesh if mesh is not None else build_mesh(old.name, arrays, transform)
+    name = old.name
+    for k in old.keys():  # the mesh's own custom properties travel along
+        if k not in new.keys():
+            new[k] = old[k]
+    if any(m is not None and m.get("kiln_material") for m in old.materials):
+        for m in old.materials:
+            new.materials.append(m)
+    else:
+        new.materials.append(kiln_material())
+    obj.data = new
+    if old.users == 0:
+        bpy.data.meshes.remove(old)
+    new.name = name  # ("name.001" when the old mesh lives on in other objects)
 
 
 def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:

@@ -43,6 +43,7 @@ class Job:
     result: dict | None = None
     object_name: str = ""
     pending_import: bool = False
+    build: object = None            # importer.MeshBuild while the result's mesh is being built
     created: float = field(default_factory=time.time)
     finished: float = 0.0
 
@@ -78,6 +79,7 @@ class Manager:
         self.last_report: tuple[str, str] = ("INFO", "")
         self.synchronous = bool(bpy.app.background)
         self.on_event = None  # optional hook(event) for scripts and tests
+        self.imported = 0     # results brought into the scene
         self._count = 0
 
     # ------------------------------------------------------------ backend
@@ -228,28 +230,35 @@ class Manager:
         job.finished = time.time()
         job.pending_import = False
 
-    def import_ready(self, max_jobs: int | None = None) -> list[Job]:
-        """Build the scene objects of finished jobs (main thread). A target in Edit Mode waits."""
-        done = []
+    def import_ready(self, max_jobs: int | None = None, staged: bool = False) -> list[Job]:
+        """Bring finished jobs' results into the scene (main thread); returns the jobs worked
+        on. `staged` (the UI timer): one build stage of one job per call, so no single tick
+        carries a whole mesh build. A target in Edit Mode waits."""
+        touched = []
         for job in list(self.jobs.values()):
-            if max_jobs is not None and len(done) >= max_jobs:
+            if max_jobs is not None and len(touched) >= max_jobs:
                 break
             if not job.pending_import:
                 continue
             try:
-                self._apply(job)
-                job.pending_import = False
-                job.message = ""
-                done.append(job)
+                finished = self._apply(job, staged)
+                touched.append(job)
+                if finished:
+                    job.pending_import = False
+                    job.message = ""
             except importer.DeferImport as exc:
                 job.message = str(exc)
             except Exception as exc:  # noqa: BLE001 - the job fails, Blender keeps going
+                _discard_build(job)
                 job.pending_import = False
                 self._finish(job, "failed", f"could not import the result: {exc}", code="bad_input")
                 self.report("ERROR", f"Kiln: {job.label}: could not import the result: {exc}")
-        return done
+            if staged and touched:
+                break
+        return touched
 
-    def _apply(self, job: Job) -> None:
+    def _apply(self, job: Job, staged: bool = False) -> bool:
+        """One step (staged) or all of importing a job's result; True once it is in the scene."""
         res = job.result
         arrays = res.get("_arrays")
         if arrays is None:
@@ -262,24 +271,39 @@ class Manager:
             if obj is None:
                 raise importer.ImportProblem(f"the object {tgt.get('object', '')!r} no longer exists; "
                                              f"the result is in {res.get('dir')}")
+            importer.check_replaceable(obj)
             transform, frame = importer.result_frame(job, meta, obj)
-            importer.replace_mesh(obj, arrays, transform)
+            name = obj.data.name
+        else:
+            transform, frame = importer.result_frame(job, meta)
+            name = tgt.get("name") or "Kiln Asset"
+        if job.build is None:
+            job.build = importer.MeshBuild(name, arrays, transform)
+        if staged:
+            if not job.build.step():
+                job.message = "importing"
+                return False
+        else:
+            job.build.run()
+        mesh, job.build = job.build.mesh, None
+        if tgt["kind"] == "replace":
+            importer.replace_mesh(obj, None, None, mesh=mesh)
         else:
             scene = bpy.data.scenes.get(tgt.get("scene", "")) or _current_scene()
             coll = bpy.data.collections.get(tgt.get("collection") or "")
             if coll is None or coll.name not in _scene_collections(scene):
                 coll = scene.collection
-            transform, frame = importer.result_frame(job, meta)
             view_layer = _view_layer(scene)
-            obj = importer.create_object(tgt.get("name") or "Kiln Asset", arrays, transform, coll,
-                                         tgt.get("location", (0.0, 0.0, 0.0)),
-                                         view_layer=view_layer if tgt.get("select", True) else None)
+            obj = importer.create_object(name, None, None, coll, tgt.get("location", (0.0, 0.0, 0.0)),
+                                         view_layer=view_layer if tgt.get("select", True) else None, mesh=mesh)
         importer.store_metadata(obj, job, res, meta, frame)
         job.object_name = obj.name
+        self.imported += 1
         if not self.synchronous:
             _undo_push(f"Kiln: {job.label}")
         for w in job.warnings:
             self.report("WARNING", f"Kiln: {w}")
+        return True
 
     def wait(self, job: Job, timeout: float | None = None) -> Job:
         """Block until `job` is finished and imported (background mode, scripts). Raises
@@ -315,11 +339,12 @@ class Manager:
         t0 = time.perf_counter()
         changed = self.pump()
         t1 = time.perf_counter()
-        imported = self.import_ready(max_jobs=1)
+        imported = self.import_ready(max_jobs=1, staged=True)
         t2 = time.perf_counter()
         self.ticks.append((t1 - t0, "drain"))
         if imported:
             self.ticks.append((t2 - t1, "import"))
+        self.ticks.append((t2 - t0, "tick"))
         if changed or imported:
             _show_progress(self.running_job())
             _tag_redraw()
@@ -332,11 +357,20 @@ class Manager:
 
     def tick_stats(self) -> dict:
         out = {}
-        for kind in ("drain", "import"):
+        for kind in ("drain", "import", "tick"):
             xs = [d for d, k in self.ticks if k == kind]
             out[kind] = {"count": len(xs), "max_ms": round(max(xs, default=0.0) * 1000, 3),
                          "mean_ms": round(sum(xs) / len(xs) * 1000, 3) if xs else 0.0}
+        out["results_imported"] = self.imported
         return out
+
+
+def _discard_build(job: Job) -> None:
+    """Remove the half-built mesh of a result that will not be imported."""
+    build, job.build = job.build, None
+    mesh = bpy.data.meshes.get(build.mesh_name) if build is not None and build.mesh_name else None
+    if mesh is not None and mesh.users == 0:
+        bpy.data.meshes.remove(mesh)
 
 
 def _error_text(ev: dict) -> str:

@@ -40,7 +40,7 @@ def test_generate_does_not_block_the_ui(gui):
     assert report["objects_right_after_press"] == 0  # the operator returned before the result
     assert [j["object"] for j in report["jobs"]][:2] == ["Red chair with tall back", "Orange mushroom"]
     t = report["timer"]
-    assert t["drain"]["count"] > 10 and t["import"]["count"] == len(report["jobs"])  # results came via timer ticks
+    assert t["drain"]["count"] > 10 and t["results_imported"] == len(report["jobs"])  # results came via timer ticks
 
 
 def test_landed_asset_is_one_undo_step(gui):

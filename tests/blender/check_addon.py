@@ -241,13 +241,14 @@ def regenerate_in_place():
     obj.modifiers.new("Kiln Test Mirror", "MIRROR")
     obj.name = "My Chair"
     bpy.context.view_layer.update()
-    before = {"matrix": [list(r) for r in obj.matrix_world], "mesh": obj.data.name, "ptr": obj.data.as_pointer(),
+    before = {"matrix": [list(r) for r in obj.matrix_world], "mesh": obj.data.name, "meshes": len(bpy.data.meshes),
               "obj_ptr": obj.as_pointer(), "co": vertices(obj), "n": len(obj.data.vertices)}
     bpy.ops.ed.undo_push(message="before regenerate")
     kiln.api.regenerate(obj, seed=11)
     obj = bpy.data.objects["My Chair"]
     bpy.context.view_layer.update()
-    assert obj.as_pointer() == before["obj_ptr"] and obj.data.as_pointer() == before["ptr"], "not in place"
+    assert obj.as_pointer() == before["obj_ptr"], "not the same object"
+    assert obj.data.name == before["mesh"] and len(bpy.data.meshes) == before["meshes"], "old mesh left behind"
     assert obj.data.name == before["mesh"] and obj.parent == parent
     assert [m.name for m in obj.modifiers] == ["Kiln Test Mirror"]
     assert same_matrix(obj.matrix_world, before["matrix"])
@@ -342,10 +343,11 @@ def fit_foreign_mesh():
     in the object's own frame and scale, replacing the mesh in place."""
     obj = bpy.data.objects[state["suzanne"]]
     lo0, hi0 = bounds(vertices(obj))
-    ptr = obj.data.as_pointer()
+    mesh_name, n_meshes = obj.data.name, len(bpy.data.meshes)
     kiln.api.fit(obj, fit_steps=20, resolution=64)
     obj = bpy.data.objects[state["suzanne"]]
-    assert obj.data.as_pointer() == ptr and obj["kiln_op"] == "encode" and os.path.isfile(obj["kiln_latent"])
+    assert obj.data.name == mesh_name and len(bpy.data.meshes) == n_meshes
+    assert obj["kiln_op"] == "encode" and os.path.isfile(obj["kiln_latent"])
     lo1, hi1 = bounds(vertices(obj))
     size = max(h - lo for h, lo in zip(hi0, lo0))
     err = max(max(abs(a - b) for a, b in zip(lo0, lo1)), max(abs(a - b) for a, b in zip(hi0, hi1)))
@@ -401,6 +403,7 @@ def async_ui_mode():
     m = kiln.tasks.manager
     m.synchronous = False
     m.ticks.clear()
+    imported0 = m.imported
     try:
         n0 = len(bpy.data.objects)
         t = time.perf_counter()
@@ -418,7 +421,8 @@ def async_ui_mode():
         assert {"queued", "running"} <= seen, seen
         assert len(bpy.data.objects) == n0 + 1
         stats = m.tick_stats()
-        assert stats["drain"]["count"] > 5 and stats["import"]["count"] == 1
+        assert stats["drain"]["count"] > 5 and m.imported - imported0 == 1
+        assert stats["import"]["count"] >= kiln.importer.MeshBuild.STAGES  # one build stage per tick
         return {"operator_returned_s": round(op_s, 4), "states": sorted(seen), **stats}
     finally:
         m.synchronous = True
@@ -450,9 +454,11 @@ def in_place_edge_cases():
         assert job.pending_import and "Edit Mode" in job.message, (job.state, job.message)
         assert src.data == shared and len(src.data.vertices) == n_shared
         bpy.ops.object.mode_set(mode="OBJECT")
-        m.tick()
+        for _ in range(kiln.importer.MeshBuild.STAGES):
+            m.tick()
         assert not job.pending_import and job.object_name == src.name, job.message
         assert src.data != twin.data and twin.data == shared and len(twin.data.vertices) == n_shared
+        assert src.data.name.startswith(shared.name)  # "<name>.001": the shared mesh kept its name
         assert src["kiln_seed"] == 8 and len(src.data.vertices) != n_shared
         return {"waited_message": "in Edit Mode", "twin_vertices": n_shared, "new_vertices": len(src.data.vertices)}
     finally:

@@ -260,7 +260,9 @@ def replace_mesh(obj, arrays: dict | None, transform: Matrix | None, mesh=None) 
     obj.data = new
     if old.users == 0:
         bpy.data.meshes.remove(old)
-    new.name = name  # ("name.001" when the old mesh lives on in other objects)
+        new.name = name
+    # else the old mesh lives on in other objects and keeps its name; the new one is "name.001"
+    # (not renamed: Blender 3.4 would hand the old mesh the suffix instead)
 
 
 def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:

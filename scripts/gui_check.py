@@ -89,7 +89,7 @@ class Flow:
 
     def __init__(self):
         self.steps = [self.setup_scene, self.open_kiln_tab, self.press_generate, self.wait_job, self.undo_redo,
-                      self.second_asset, self.wait_job, self.press_edit, self.wait_job, self.undo_redo_edit,
+                      self.second_asset, self.wait_job, self.press_edit, self.wait_edit, self.undo_redo_edit,
                       self.pose_view, self.screenshot, self.show_preferences,
                       self.preferences_screenshot]
         self.i = 0
@@ -164,6 +164,22 @@ class Flow:
         report["objects_right_after_press"] = len([o for o in bpy.data.objects if o.get("kiln_latent")])
         self.t0 = time.monotonic()
         return 0.2
+
+    def wait_edit(self):
+        """Like wait_job, but a failed edit is recorded and the flow goes on."""
+        if self.job is None:
+            return 0.1
+        if self.job.active:
+            if time.monotonic() - self.t0 > args.timeout:
+                raise TimeoutError(f"edit still {self.job.state} after {args.timeout} s")
+            return -1
+        if self.job.state != "done":
+            report["edit"] = {"error": f"{self.job.state}: {self.job.message}"}
+            self.job = None
+            return 0.1
+        report.setdefault("jobs", []).append({"label": self.job.label, "object": self.job.object_name,
+                                              "seconds": round(time.monotonic() - self.t0, 2)})
+        return 0.3
 
     def wait_job(self):
         if self.job.state == "running" and args.progress_screenshot and "progress_screenshot" not in report:

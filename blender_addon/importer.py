@@ -56,7 +56,7 @@ class MeshBuild:
     on every step: if an undo in between took it away or brought back an older copy, the
     build starts again instead of touching stale data."""
 
-    STAGES = 3
+    STAGES = 4
 
     def __init__(self, name: str, arrays: dict, transform: Matrix | None = None):
         self.name, self.arrays, self.transform = name, arrays, transform
@@ -98,8 +98,9 @@ class MeshBuild:
                 mesh.polygons.foreach_set("loop_total", array("i", [3]) * nf)
             if self.transform is not None:
                 mesh.transform(self.transform)
-        else:
+        elif self.stage == 2:
             mesh.update(calc_edges=True)
+        else:
             if a.get("colours") is not None:
                 set_point_colours(mesh, a["colours"])
             _shade_smooth(mesh, nf)

@@ -24,6 +24,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -180,6 +181,7 @@ def main() -> int:
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=60)
+        shutil.rmtree(os.path.join(tmp, "ray"), ignore_errors=True)
     out["driver_per_job_ms"] = driver_cost(write_jobs(os.path.join(tmp, "many.jsonl"), 2000, 64),
                                            os.path.join(tmp, "driver"))
     local, r1, r2 = out["local_1thread"], out["ray_1worker"], out["ray_2worker"]
@@ -188,6 +190,7 @@ def main() -> int:
     out["ray_overhead_per_job_ms_end_to_end"] = round(1000 * (r1["work_s"] - local["work_s"]) / args.jobs, 1)
     with open("/proc/loadavg") as fh:
         out["loadavg_after"] = fh.read().split()[:3]
+    shutil.rmtree(tmp, ignore_errors=True)
     for k, v in out.items():
         print(f"{k:36s} {v}")
     print(json.dumps(out))

@@ -3,6 +3,7 @@ a real Ray cluster on 127.0.0.1 (a worker killed mid-run, re-run, same latents a
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -254,6 +255,7 @@ def ray_cluster():
         head.kill()
         head.wait()
     log.close()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _batch_cmd(jobs: str, out: str, address: str, *extra: str) -> list[str]:

@@ -49,6 +49,7 @@ class EditModel:
     instruction_bank: torch.Tensor   # (N, 384) unit embeddings of training instructions
     unsupported_bank: torch.Tensor   # (M, 384) requests outside the procedural world (edit/unsupported.py)
     example_bank: torch.Tensor       # (K, 384) embeddings of SUPPORTED_EXAMPLES
+    text_stats: dict                 # per-dimension mean/std of pooled and token features (training set)
     ood_threshold: float
     meta: dict
 
@@ -60,10 +61,35 @@ class EditModel:
         dit = LatentDiT(DiTConfig(**meta["config"]))
         dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
         return cls(dit.to(device).eval(), state["latent_mean"], state["latent_std"], state["delta_std"],
-                   state["instruction_bank"].float(), state["unsupported_bank"].float(), state["example_bank"].float(), float(meta["ood_threshold"]), meta)
+                   state["instruction_bank"].float(), state["unsupported_bank"].float(), state["example_bank"].float(),
+                   {k: state[k] for k in TEXT_STAT_KEYS}, float(meta["ood_threshold"]), meta)
 
     def normalise(self, latent: torch.Tensor) -> torch.Tensor:
         return (latent - self.latent_mean) / self.latent_std
+
+    def condition(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple:
+        return standardise_text(pooled, tokens, mask, self.text_stats)
+
+
+TEXT_STAT_KEYS = ("pooled_mean", "pooled_std", "token_mean", "token_std")
+
+
+def text_statistics(pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Per-dimension statistics of the instruction features. Sentence embeddings of short
+    instructions differ by a few percent per dimension ("make it blue" vs "make it red":
+    cosine 0.76, per-dimension spread 0.04), and a few token dimensions carry almost all
+    the magnitude; standardising them lets the DiT's conditioning see the differences
+    from the first step (without it the edit model still ignored the instruction after
+    1500 steps)."""
+    valid = tokens[mask].float()
+    return {"pooled_mean": pooled.mean(0), "pooled_std": pooled.std(0).clamp(min=1e-2),
+            "token_mean": valid.mean(0), "token_std": valid.std(0).clamp(min=5e-2)}
+
+
+def standardise_text(pooled, tokens, mask, stats: dict) -> tuple:
+    pooled = (pooled - stats["pooled_mean"]) / stats["pooled_std"]
+    tokens = (tokens.float() - stats["token_mean"]) / stats["token_std"]
+    return pooled, tokens * mask[..., None], mask
 
 
 def confidence(similarity: float, threshold: float) -> float:
@@ -118,7 +144,7 @@ class LatentEditor:
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
         noise = torch.cat([initial_noise(shape, s, dev) for s in seeds])
         null = m.dit.null_condition(len(instructions), enc.tokens.shape[1])
-        delta = sample(m.dit, (enc.pooled, enc.tokens, enc.mask, source), (*null, source), noise,
+        delta = sample(m.dit, (*m.condition(enc.pooled, enc.tokens, enc.mask), source), (*null, source), noise,
                        steps=steps, guidance=guidance, progress=progress, cancel=cancel)
         return latents + scale * delta * m.delta_std, [w for _, w in assessed]
 

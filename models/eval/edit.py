@@ -1,6 +1,6 @@
 """Evaluate instruction editing on held-out pairs.
 
-    python -m models.eval edit [--per-kind 8] [--per-combo 6] [--chains 16]
+    python -m models.eval edit [--per-kind 6] [--per-combo 4] [--chains 8]
 
 Pair sets (none seen in training):
   heldout_phrasing  test-stream assets, instructions written with held-out templates
@@ -55,9 +55,9 @@ TEST_BASE = 2000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS)
-    p.add_argument("--per-kind", type=int, default=8, help="held-out-phrasing pairs per edit kind")
-    p.add_argument("--per-combo", type=int, default=6, help="pairs per held-out (kind, category) combination")
-    p.add_argument("--chains", type=int, default=16)
+    p.add_argument("--per-kind", type=int, default=6, help="held-out-phrasing pairs per edit kind")
+    p.add_argument("--per-combo", type=int, default=4, help="pairs per held-out (kind, category) combination")
+    p.add_argument("--chains", type=int, default=8)
     p.add_argument("--chain-length", type=int, default=5)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--steps", type=int, default=None)

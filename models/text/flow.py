@@ -11,11 +11,17 @@ import torch
 from ..mesh import Cancelled
 
 
-def flow_loss(model, x0: torch.Tensor, cond: tuple, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
+def flow_loss(model, x0: torch.Tensor, cond: tuple, generator: torch.Generator | None = None,
+              t_one: float = 0.0, **kw) -> torch.Tensor:
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     # logit-normal t concentrates training where the velocity is hardest to predict (SD3)
     t = torch.sigmoid(torch.randn(b, generator=generator)).to(x0)
+    if t_one > 0:
+        # at t = 1 the input is pure noise, so the condition is the only information: these
+        # samples teach the conditional mean directly, which a short training run needs to
+        # learn to use the condition at all
+        t = torch.where(torch.rand(b, generator=generator).to(x0) < t_one, torch.ones_like(t), t)
     tt = t.view(b, 1, 1, 1, 1)
     x_t = (1 - tt) * x0 + tt * noise
     return ((model(x_t, t, *cond, **kw) - (noise - x0)) ** 2).mean()

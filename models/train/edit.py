@@ -24,7 +24,7 @@ import torch
 from ..checkpoint import save_model
 from ..edit import unsupported
 from ..edit.data import PairKey, edit_for, load_or_build_pairs
-from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES
+from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES, standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
@@ -37,15 +37,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--schedule-steps", type=int, default=4000,
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--schedule-steps", type=int, default=1500,
                    help="cosine schedule length; --steps N below it reproduces step N of the longer run")
     p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--t-one", type=float, default=0.5, help="share of training samples at t = 1 (pure noise)")
     p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits when oversubscribed)")
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "edit"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
@@ -55,6 +57,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def encode_clouds(ae, clouds: list[np.ndarray]) -> torch.Tensor:
     """Clouds of different sizes, one at a time (the encoder's scatter-mean takes any N)."""
     return torch.cat([ae.encode(torch.from_numpy(c.astype(np.float32))[None]) for c in clouds])
+
+
+def encoded_pairs(ae, pairs: list[dict], path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source and target latents of every pair, cached next to the pair data (encoding
+    12k clouds of 8192 points takes ~10 min on 2 cores); the cache is keyed by the
+    autoencoder's weights so a retrained latent space re-encodes."""
+    from ..triplane.loading import DEFAULT_WEIGHTS as AE_WEIGHTS
+
+    key = f"{os.path.getsize(AE_WEIGHTS)}-{int(os.path.getmtime(AE_WEIGHTS))}-{len(pairs)}"
+    if os.path.exists(path):
+        cached = torch.load(path, weights_only=True)  # a file this script wrote
+        if cached.get("key") == key:
+            return cached["src"], cached["tgt"]
+    src = encode_clouds(ae, [p["src"] for p in pairs])
+    tgt = encode_clouds(ae, [p["tgt"] for p in pairs])
+    torch.save({"key": key, "src": src, "tgt": tgt}, path)
+    return src, tgt
 
 
 def ood_threshold(encoder: SentenceEncoder, bank: torch.Tensor, n: int = 200) -> float:
@@ -77,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
     ae = load_autoencoder()
     pairs = load_or_build_pairs(args.sources, args.cache)
     print(f"{len(pairs)} edit pairs ready in {time.time() - t0:.0f}s", flush=True)
-    src = encode_clouds(ae, [p["src"] for p in pairs])
-    tgt = encode_clouds(ae, [p["tgt"] for p in pairs])
+    src, tgt = encoded_pairs(ae, pairs, os.path.join(args.cache, f"edit_latents_{args.sources}.pt"))
     kinds = np.array([p["kind"] for p in pairs])
     print(f"encoded in {time.time() - t0:.0f}s; pairs per kind: "
           f"{dict(zip(EDIT_KINDS, np.bincount(kinds, minlength=len(EDIT_KINDS)).tolist()))}", flush=True)
@@ -92,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     texts = sorted({p["instruction"] for p in pairs})
     index = {t: i for i, t in enumerate(texts)}
     instr = torch.tensor([index[p["instruction"]] for p in pairs])
-    tokens, masks, pooled = embed(encoder, texts)
+    tokens, masks, raw_pooled = embed(encoder, texts)
+    text_stats = text_statistics(raw_pooled, tokens, masks)
+    pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
     print(f"{len(texts)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
 
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res, extra_cond_tokens=1)
@@ -115,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             np_, nt, nm = model.null_condition(int(drop.sum()), tk.shape[1])
             p, tk, mk = p.clone(), tk.clone(), mk.clone()
             p[drop], tk[drop], mk[drop] = np_, nt, nm
-        loss = flow_loss(model, delta_n[b], (p, tk, mk, source_n[b]), generator=gen)
+        loss = flow_loss(model, delta_n[b], (p, tk, mk, source_n[b]), generator=gen, t_one=args.t_one)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -132,12 +152,13 @@ def run(args: argparse.Namespace) -> int:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % 500 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, delta_std, pooled, encoder, len(pairs), time.time() - t_train, step)
+            _save(args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, len(pairs),
+                  time.time() - t_train, step)
     print(f"wrote {args.out} after {(time.time() - t_train) / 60:.1f} min of training", flush=True)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, delta_std, pooled, encoder, n_pairs, train_s, step) -> None:
+def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, step) -> None:
     bank = pooled[torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()]
 
     class Bundle(torch.nn.Module):
@@ -150,6 +171,8 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, encoder, n_pairs, train_
             self.register_buffer("instruction_bank", bank.half())
             self.register_buffer("unsupported_bank", encoder.encode(unsupported.phrases()).pooled.half())
             self.register_buffer("example_bank", encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half())
+            for k, v in text_stats.items():
+                self.register_buffer(k, v.clone())
 
     save_model(Bundle(), args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,

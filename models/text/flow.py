@@ -45,7 +45,7 @@ def sample(model, cond: tuple, uncond: tuple, noise: torch.Tensor, steps: int = 
         if cancel is not None and cancel():
             raise Cancelled()
         t = ts[i].expand(x.shape[0])
-        if guidance > 0:
+        if guidance > 0 and guidance != 1.0:  # guidance 1 is the conditional velocity alone
             v_c, v_u = model(torch.cat([x, x]), torch.cat([t, t]), *both).chunk(2)
             v = v_u + guidance * (v_c - v_u)
         else:

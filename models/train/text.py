@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import math
 import os
 import time
 
@@ -30,6 +28,7 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
+from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -110,41 +109,19 @@ def run(args: argparse.Namespace) -> int:
     model = LatentDiT(cfg)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    warmup = 300
-    horizon = max(args.schedule_steps, args.steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, horizon) / horizon))))
-    os.makedirs(args.run_dir, exist_ok=True)
-    log = open(os.path.join(args.run_dir, "log.jsonl"), "a")
-    t_train = time.time()
+    sched = warmup_cosine(opt, 300, max(args.schedule_steps, args.steps))
+    log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
         asset = rng.integers(0, args.assets, args.batch)
         cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
-        p, tk, mk = pooled[cap], tokens[cap].float(), masks[cap]
-        drop = torch.from_numpy(rng.random(args.batch) < args.cfg_dropout)
-        if drop.any():
-            np_, nt, nm = model.null_condition(int(drop.sum()), tk.shape[1])
-            p, tk, mk = p.clone(), tk.clone(), mk.clone()
-            p[drop], tk[drop], mk[drop] = np_, nt, nm
-        loss = flow_loss(model, x0_all[asset], (p, tk, mk), generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            decay = min(args.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
-        if step % 100 == 0:
-            rec = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
-                   "elapsed_s": round(time.time() - t_train, 1)}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+        cond = drop_condition(model, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
+        loss = flow_loss(model, x0_all[asset], cond, generator=gen)
+        optimise(model, opt, sched, loss)
+        ema_update(ema, model, step, args.ema)
+        log(step, loss, sched)
         if step % 1000 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, pooled, encoder, time.time() - t_train, step)
-    print(f"wrote {args.out} after {(time.time() - t_train) / 60:.1f} min of training", flush=True)
+            _save(args, ema, cfg, mean, std, pooled, encoder, log.elapsed, step)
+    print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
     return 0
 
 

@@ -28,7 +28,7 @@ from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS
-from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine
+from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine, weights_bundle
 from .text import embed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -136,20 +136,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, step) -> None:
     bank = pooled[torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()]
-
-    class Bundle(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.dit = ema
-            self.register_buffer("latent_mean", mean.clone())
-            self.register_buffer("latent_std", std.clone())
-            self.register_buffer("delta_std", delta_std.clone())
-            self.register_buffer("instruction_bank", bank.half())
-            self.register_buffer("unsupported_bank", encoder.encode(unsupported.phrases()).pooled.half())
-            self.register_buffer("example_bank", encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half())
-            for k, v in text_stats.items():
-                self.register_buffer(k, v.clone())
-
-    save_model(Bundle(), args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
+    bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, delta_std=delta_std,
+                            instruction_bank=bank.half(),
+                            unsupported_bank=encoder.encode(unsupported.phrases()).pooled.half(),
+                            example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
+    save_model(bundle, args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), version="1.0")

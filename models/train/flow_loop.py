@@ -43,6 +43,16 @@ def ema_update(ema, model, step: int, decay: float) -> None:
         pe.mul_(d).add_(pm.detach(), alpha=1 - d)
 
 
+def weights_bundle(dit, **buffers) -> torch.nn.Module:
+    """The (EMA) DiT and the tensors its pipeline needs, as one module for `save_model`:
+    keys `dit.*` plus the buffer names."""
+    bundle = torch.nn.Module()
+    bundle.dit = dit
+    for name, value in buffers.items():
+        bundle.register_buffer(name, value.clone())
+    return bundle
+
+
 class StepLog:
     """Every 100 steps: loss, learning rate and elapsed time to stdout and run_dir/log.jsonl."""
 

@@ -28,7 +28,7 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine
+from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine, weights_bundle
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -134,17 +134,9 @@ def _save(args, ema, cfg, mean, std, pooled, encoder, train_s, step) -> None:
     held = [c for row in caption_table(200, 1, args.seed + 1, "test", "heldout") for c in row]
     sims = (encoder.encode(held).pooled @ bank.T).max(1).values
     threshold = float(torch.quantile(sims, 0.01)) - 0.02
-
-    class Bundle(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.dit = ema
-            self.register_buffer("latent_mean", mean.clone())
-            self.register_buffer("latent_std", std.clone())
-            self.register_buffer("caption_bank", bank.half())
-            self.register_buffer("concept_bank", concept_bank.half())
-
-    save_model(Bundle(), args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
+    bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, caption_bank=bank.half(),
+                            concept_bank=concept_bank.half())
+    save_model(bundle, args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions,
                train_seconds=round(train_s), version="1.0")

@@ -93,25 +93,31 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict
             "mesh": mesh.stats}
 
 
-def run_encode(ctx: JobContext, req: dict) -> dict:
-    """Any mesh -> latent (encode + optional fit) -> reconstructed mesh in the mesh's own frame."""
-
+def _latent_of_mesh_file(ctx: JobContext, req: dict, model, timing: str, span: tuple[float, float]):
+    """Read the request's mesh, normalise it into the cube and encode it (fitting when
+    `fit_steps` > 0): (source mesh, latent, fit IoU or None)."""
     from models.meshio import load_mesh, normalise
     from models.metrics import volume_iou
-    from models.triplane.inference import LatentField, encode_source_mesh, latent_to_mesh
+    from models.triplane.inference import LatentField, encode_source_mesh
 
-    with ctx.timed("load_model"):
-        model = ctx.registry.autoencoder()
     ctx.progress(0.0, "read", "reading mesh")
     with ctx.timed("read"):
         src = normalise(load_mesh(req["mesh"]), req.get("up"))
     ctx.check_cancel()
-    with ctx.timed("encode"):
+    with ctx.timed(timing):
         latent, samples = encode_source_mesh(model, src, fit_steps=req["fit_steps"], seed=req["seed"],
-                                             progress=ctx.stage(0.05, 0.7, "fit"), cancel=ctx.cancelled)
-    fit_iou = None
-    if samples is not None:
-        fit_iou = volume_iou(LatentField(model, latent).sdf(samples[0]), samples[1])
+                                             progress=ctx.stage(*span, "fit"), cancel=ctx.cancelled)
+    fit_iou = None if samples is None else volume_iou(LatentField(model, latent).sdf(samples[0]), samples[1])
+    return src, latent, fit_iou
+
+
+def run_encode(ctx: JobContext, req: dict) -> dict:
+    """Any mesh -> latent (encode + optional fit) -> reconstructed mesh in the mesh's own frame."""
+    from models.triplane.inference import latent_to_mesh
+
+    with ctx.timed("load_model"):
+        model = ctx.registry.autoencoder()
+    src, latent, fit_iou = _latent_of_mesh_file(ctx, req, model, "encode", (0.05, 0.7))
     with ctx.timed("mesh"):
         mesh = latent_to_mesh(model, latent, req["resolution"], progress=ctx.stage(0.7, 0.95, "mesh"),
                               cancel=ctx.cancelled)
@@ -223,9 +229,7 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
 def _edit_source(ctx: JobContext, req: dict, ae):
     """The latent to edit, its lineage metadata and the frame to return the mesh in.
     A mesh file is normalised into the cube and a latent fitted to it first."""
-    from models.meshio import Normalisation, load_mesh, normalise
-    from models.metrics import volume_iou
-    from models.triplane.inference import LatentField, encode_source_mesh
+    from models.meshio import Normalisation
 
     from .results import load_latent
 
@@ -237,14 +241,8 @@ def _edit_source(ctx: JobContext, req: dict, ae):
                    "prompt": meta.get("prompt"), "source_mesh": meta.get("source_mesh"),
                    "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])]}
         return latent.to(_model_device(ae)), (Normalisation(**norm) if norm else None), lineage, None
-    ctx.progress(0.0, "read", "reading mesh")
-    with ctx.timed("read"):
-        src = normalise(load_mesh(req["mesh"]), req.get("up"))
-    ctx.check_cancel()
-    with ctx.timed("fit"):
-        latent, samples = encode_source_mesh(ae, src, fit_steps=req["fit_steps"], seed=req["seed"],
-                                             progress=ctx.stage(0.02, 0.5, "fit"), cancel=ctx.cancelled)
-    fit_iou = None if samples is None else round(float(volume_iou(LatentField(ae, latent).sdf(samples[0]), samples[1])), 4)
+    src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
+    fit_iou = None if fit_iou is None else round(float(fit_iou), 4)
     lineage = {"source_mesh": os.path.abspath(req["mesh"]), "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": []}
     return latent, src.normalisation, lineage, fit_iou
 

@@ -42,7 +42,7 @@ def main() -> int:
     gen = TextToAsset.load(device=device)
     latent, _ = gen.generate_latent("a red chair with four legs", seed=0)
     out["instruction_encode"] = timeit(lambda: editor.encoder.encode([INSTRUCTION]))
-    out["edit_latent_8_steps_cfg"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
+    out["edit_latent_8_steps"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
     edited, _ = editor.edit_latent(latent, INSTRUCTION, seed=0)
     out["mesh_128"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
     edit_job = timeit(lambda: latent_to_mesh(ae, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))

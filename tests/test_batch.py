@@ -321,7 +321,8 @@ def test_ray_batch_with_a_killed_worker_completes_every_job_exactly_once(tmp_pat
     rescheduled = [r for r in final if r["attempts"] > 1]
     assert rescheduled, "the killed worker was running a job"
     for rec in rescheduled:
-        assert rec["status"] == "ok" and rec["errors"][0]["code"] == "internal"
+        # the poison may have been in the killed worker's chunk: rerun once, then failed on its input (checked above)
+        assert rec["status"] == ("failed" if rec["id"] == "poison" else "ok") and rec["errors"][0]["code"] == "internal"
         assert "died" in rec["errors"][0]["message"]
         assert rec["worker"]["pid"] != killed
     assert {r["worker"]["pid"] for r in final if r["status"] == "ok"} - {os.getpid()}  # ran in Ray workers

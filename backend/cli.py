@@ -4,7 +4,7 @@
     python -m backend models [--json] [--models-dir DIR]
     python -m backend encode --mesh FILE --out DIR [--fit-steps N] [--resolution R]
     python -m backend generate --prompt TEXT [--seed N] [--resolution R] --out DIR
-    python -m backend generate --front A.png [--back B.png] --out DIR
+    python -m backend generate --front A.png [--back B.png] [--refine [--refine-steps N]] --out DIR
     python -m backend edit (--asset DIR/latent.safetensors | --mesh FILE) --instruction TEXT [--strength S] --out DIR
     python -m backend batch JOBS.jsonl --out DIR [--ray ADDRESS|auto] [--workers N] [--retries K]
 
@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model")
     gen.add_argument("--steps", type=int)
     gen.add_argument("--guidance", type=float)
-    gen.add_argument("--refine", action="store_true")
+    gen.add_argument("--refine", action="store_true",
+                     help="images: optimise the result against the image(s) for a few seconds (GTR-style)")
+    gen.add_argument("--refine-steps", type=int, help="images: refinement steps (implies --refine; default 12)")
 
     edit = _job_parser(sub, "edit", "change an asset with a text instruction")
     src = edit.add_mutually_exclusive_group(required=True)
@@ -99,7 +101,8 @@ def _request_from_args(args: argparse.Namespace) -> dict:
     elif args.command == "generate":
         mode = "images" if args.front or args.back else "text"
         fields.update(mode=mode, prompt=args.prompt, front=args.front, back=args.back, model=args.model,
-                      steps=args.steps, guidance=args.guidance, refine=args.refine)
+                      steps=args.steps, guidance=args.guidance, refine=args.refine or args.refine_steps is not None,
+                      refine_steps=args.refine_steps)
         if mode == "text" and args.prompt is None:
             raise ProtocolError("bad_request", "give --prompt TEXT, or --front IMAGE [--back IMAGE]")
     else:
@@ -170,8 +173,17 @@ def run_job_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"wrote {result['glb']}" + (f" (fit IoU {result['fit_iou']:.3f})" if result.get("fit_iou") else ""))
+        print(f"wrote {result['glb']}" + (f" (fit IoU {result['fit_iou']:.3f})" if result.get("fit_iou") else "")
+              + _refine_note(result.get("refine")))
     return 0
+
+
+def _refine_note(refine: dict | None) -> str:
+    if not refine:
+        return ""
+    before, after = refine["before"], refine["after"]
+    return (f" (refined in {refine['steps']} steps, {refine['seconds']:.1f} s: silhouette IoU "
+            f"{before['silhouette_iou']:.3f} -> {after['silhouette_iou']:.3f})")
 
 
 def run_models(args: argparse.Namespace) -> int:

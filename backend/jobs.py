@@ -137,8 +137,7 @@ def run_generate(ctx: JobContext, req: dict) -> dict:
     if is_adapter(req.get("model")):  # a published checkpoint (Shap-E, TripoSR-format)
         return run_adapter_generate(ctx, req)
     if req["mode"] == "images":
-        ctx.registry.get("images", req.get("model"))  # model_unavailable until it ships
-        raise JobError("model_unavailable", "no runner for image generation in this build")
+        return run_generate_images(ctx, req)
     return run_generate_text(ctx, req)
 
 
@@ -224,6 +223,89 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
         except BaseException as exc:  # noqa: BLE001
             finish(i, exc)
     return outcomes
+
+
+BACK_MISMATCH_IOU = 0.5  # mirrored back vs front silhouette overlap below which the back looks like another object
+
+
+def run_generate_images(ctx: JobContext, req: dict) -> dict:
+    """Front (+ back) image -> latent (feed-forward, then optional GTR-style refinement) -> mesh.
+    The images are read and checked before the model loads, so a bad file fails at once and
+    without the weights."""
+    from models.triplane.inference import latent_to_mesh
+
+    ctx.registry.entry_for("images", req.get("model"))  # an unknown model id: model_unavailable
+    ctx.progress(0.0, "images", "reading images")
+    with ctx.timed("read"):
+        views = {view: _read_view(req[view], view) for view in ("front", "back") if req.get(view)}
+    warnings = _back_view_warnings(views)
+    ctx.check_cancel()
+    with ctx.timed("load_model"):
+        rec = ctx.registry.get("images", req.get("model"))  # model_unavailable before the decoder loads
+        ae = ctx.registry.autoencoder()
+    steps = _refine_steps(req)
+    with ctx.timed("reconstruct"):
+        latent, info = rec.reconstruct(views["front"], views.get("back"), refine_steps=steps,
+                                       progress=_reconstruct_progress(ctx), cancel=ctx.cancelled)
+    ctx.check_cancel()
+    with ctx.timed("mesh"):
+        mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
+                              cancel=ctx.cancelled)
+    refine = info.get("refine")
+    meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
+            "autoencoder_config": ae.cfg.to_dict(), "front": os.path.abspath(req["front"]),
+            "back": os.path.abspath(req["back"]) if req.get("back") else None, "views": info["views"],
+            "refine_steps": steps, "refine": refine, "seed": req["seed"], "resolution": req["resolution"],
+            "warnings": warnings}
+    result = _write_outputs(ctx, req, mesh, latent, meta)
+    return {**result, "views": info["views"], "warnings": warnings, **({"refine": refine} if refine else {})}
+
+
+def _read_view(path: str, view: str):
+    """One input image as a float array (H, W, 3|4) in [0, 1], checked to show an object;
+    unusable files are bad_input (missing ones not_found), naming the view."""
+    from models.adapters.images import ImageInputError, image_array, load_image
+    from models.images.preprocess import NoObjectError, crop_box, object_alpha
+
+    try:
+        image = image_array(load_image(path))
+        crop_box(object_alpha(image))  # raises NoObjectError on a plain background
+    except (ImageInputError, NoObjectError) as exc:
+        raise JobError(exc.code, f"{view} image: {exc}") from None
+    return image
+
+
+def _back_view_warnings(views: dict) -> list[str]:
+    """A back image whose silhouette, mirrored, barely overlaps the front's is probably another
+    object or another view: the model still fuses both, so say so rather than fail."""
+    if "back" not in views:
+        return []
+    from models.images.preprocess import prepare_image
+
+    front = prepare_image(views["front"], 64)[3] > 0.5
+    back = prepare_image(views["back"], 64)[3][:, ::-1] > 0.5  # seen from behind: left and right swap
+    iou = float((front & back).sum()) / max(1, int((front | back).sum()))
+    if iou >= BACK_MISMATCH_IOU:
+        return []
+    return [f"the back image's outline does not match the front's (overlap {iou:.2f} after mirroring): is it the "
+            "same object seen from behind? Both views were used; the result may mix the two"]
+
+
+def _refine_steps(req: dict) -> int:
+    """0 without refinement; else the request's steps or the image pipeline's default."""
+    if not req.get("refine"):
+        return 0
+    from models.images import pipeline
+
+    return req.get("refine_steps") or getattr(pipeline, "DEFAULT_REFINE_STEPS", 12)
+
+
+def _reconstruct_progress(ctx: JobContext) -> Callable[[float, str], None]:
+    """The pipeline's 0..1 (feed-forward, then refinement steps) onto [0.1, 0.6] of the job."""
+    def progress(fraction: float, message: str = "") -> None:
+        stage = "refine" if message.startswith("refining") else "reconstruct"
+        ctx.progress(0.1 + 0.5 * fraction, stage, message)
+    return progress
 
 
 def _edit_source(ctx: JobContext, req: dict, ae):

@@ -73,7 +73,9 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "back": Field(str, default=None), "seed": _SEED, "resolution": _RES,
         "model": Field(str, default=None, max_len=128), "steps": Field(int, default=None, min=1, max=64),
         "guidance": Field((int, float), default=None, min=0.0, max=20.0),
-        "refine": Field(bool, default=False), "out": _OUT, "preview": _PREVIEW,
+        # images: optimise the reconstruction against the image(s) (None: the pipeline's default steps)
+        "refine": Field(bool, default=False), "refine_steps": Field(int, default=None, min=1, max=200),
+        "out": _OUT, "preview": _PREVIEW,
     },
     "edit": {
         "id": _ID, "asset": Field(str, default=None), "mesh": Field(str, default=None),
@@ -163,6 +165,8 @@ def _check_semantics(req: dict, rid: str | None) -> None:
             raise ProtocolError("bad_request", "the prompt is empty: describe the asset, e.g. 'a red chair'", rid)
         if req["mode"] == "images" and not req["front"]:
             raise ProtocolError("bad_request", "image mode needs a 'front' image path", rid)
+        if req["refine_steps"] is not None and not req["refine"]:
+            raise ProtocolError("bad_request", "'refine_steps' needs 'refine': true", rid)
     if op == "edit":
         if not req["instruction"].strip():
             raise ProtocolError("bad_request", "the instruction is empty: say what to change, e.g. 'make it blue'", rid)

@@ -26,6 +26,7 @@ class ModelEntry:
     # published-checkpoint adapters: () -> (weights folder or None, why not found); see backend/adapters.py
     locate: Callable[[], tuple[str | None, str]] | None = None
     device_needs: str = "CPU or CUDA"
+    uses_autoencoder: bool = False  # the loader is called as loader(device, the registry's autoencoder)
 
     def status(self) -> dict:
         if self.locate is not None:
@@ -52,6 +53,12 @@ def _load_text(device):
     return TextToAsset.load(device=device)
 
 
+def _load_images(device, autoencoder):
+    from models.images.pipeline import DEFAULT_WEIGHTS, ImagesToAsset
+
+    return ImagesToAsset.load(autoencoder, path=DEFAULT_WEIGHTS, device=device)
+
+
 def _load_edit(device):
     from models.edit.pipeline import LatentEditor
 
@@ -65,8 +72,8 @@ def default_entries() -> list[ModelEntry]:
         ModelEntry("kiln-text", ("text",), "Kiln text -> triplane latent generator (rectified-flow DiT)",
                    (os.path.join(WEIGHTS_DIR, "text.safetensors"),), _load_text),
         ModelEntry("kiln-images", ("images",), "Kiln front/back images -> triplane latent reconstructor",
-                   (os.path.join(WEIGHTS_DIR, "images.safetensors"),), None,
-                   "the bundled images -> 3D model is not part of this build yet"),
+                   (os.path.join(WEIGHTS_DIR, "images.safetensors"),
+                    os.path.join(WEIGHTS_DIR, "autoencoder.safetensors")), _load_images, uses_autoencoder=True),
         ModelEntry("kiln-edit", ("edit",), "Kiln instruction editing in the triplane latent",
                    (os.path.join(WEIGHTS_DIR, "edit.safetensors"),), _load_edit),
     ]
@@ -111,9 +118,12 @@ class Registry:
         st = entry.status()
         if not st["available"]:
             raise JobError("model_unavailable", f"{entry.id}: {st['reason']}")
+        # the shared decoder first, outside the lock (loading it takes the lock too); the same
+        # cached instance then serves every model that renders through it
+        ae = self.autoencoder() if entry.uses_autoencoder else None
         with self._lock:
             if entry.id not in self._cache:
-                self._cache[entry.id] = entry.loader(self.device)
+                self._cache[entry.id] = entry.loader(self.device, ae) if ae is not None else entry.loader(self.device)
             return self._cache[entry.id]
 
     def autoencoder(self):

@@ -109,7 +109,7 @@ def test_bad_inputs_and_missing_models(backend, tmp_path):
     cases = {
         "m1": ("encode", {"mesh": str(tmp_path / "missing.obj")}, "not_found"),
         "m2": ("encode", {"mesh": str(corrupt)}, "bad_input"),
-        "m3": ("generate", {"mode": "images", "front": str(corrupt)}, "model_unavailable"),
+        "m3": ("generate", {"mode": "images", "front": str(corrupt)}, "bad_input"),
         "m4": ("edit", {"asset": str(corrupt), "instruction": "make it blue"}, "bad_input"),
         "m5": ("edit", {"mesh": str(tmp_path / "missing.obj"), "instruction": "make it blue"}, "not_found"),
     }

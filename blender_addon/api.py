@@ -52,9 +52,11 @@ def random_seed() -> int:
 
 
 def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", back: str = "", seed: int = 0,
-                    resolution=None, location=None, name: str = "", scene=None, collection=None,
-                    select: bool = True) -> tasks.Job:
-    """Queue a generate job; the object appears when it is done (see `wait`)."""
+                    resolution=None, refine: bool = False, refine_steps: int | None = None, location=None,
+                    name: str = "", scene=None, collection=None, select: bool = True) -> tasks.Job:
+    """Queue a generate job; the object appears when it is done (see `wait`). Images only:
+    `refine` optimises the result against the image(s) for `refine_steps` steps (None: the
+    backend's default)."""
     scene = scene or bpy.context.scene
     if mode == "text":
         if not prompt.strip():
@@ -69,7 +71,7 @@ def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", ba
         for path in (front, back):
             if path and not os.path.isfile(path):
                 raise KilnError("not_found", f"image not found: {path}")
-        fields = {"mode": "images", "front": front, "back": back or None}
+        fields = {"mode": "images", "front": front, "back": back or None, **_refine_fields(refine, refine_steps)}
         label = os.path.splitext(os.path.basename(front))[0]
     else:
         raise KilnError("bad_request", f"mode must be 'text' or 'images', got {mode!r}")
@@ -83,6 +85,15 @@ def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", ba
               "location": tuple(float(x) for x in location), "select": select,
               "name": name or importer.name_from_prompt(label)}
     return _manager().submit("generate", fields, target, f"Generate {label[:40]}")
+
+
+def _refine_fields(refine: bool, steps: int | None) -> dict:
+    if not refine:
+        return {}
+    limit = protocol.SCHEMAS["generate"]["refine_steps"]
+    if steps is not None and not limit.min <= int(steps) <= limit.max:
+        raise KilnError("bad_request", f"refine steps must be in [{limit.min}, {limit.max}], got {steps}")
+    return {"refine": True, "refine_steps": None if steps is None else int(steps)}
 
 
 def submit_edit(obj, instruction: str, *, strength: float = 1.0, seed: int = 0, resolution=None,
@@ -263,7 +274,8 @@ def import_result(path: str, *, location=None, name: str = "", collection=None):
     latent = os.path.join(folder, "latent.safetensors")
     meta = read_latent_metadata(latent) if os.path.isfile(latent) else {}
     op = meta.get("op") or "generate"
-    request = {k: meta.get(k) for k in ("prompt", "seed", "resolution", "mode") if meta.get(k) is not None}
+    request = {k: meta.get(k) for k in ("prompt", "seed", "resolution", "mode", "front", "back")
+               if meta.get(k) is not None}
     if meta.get("normalisation"):
         request["mesh"] = meta.get("source_mesh") or mesh_file
     job = tasks.Job(os.path.basename(folder), op, f"Import {os.path.basename(folder)}", request, {"kind": "new"})

@@ -355,9 +355,10 @@ class Backend:
         except queue.Empty:
             return None
 
-    def model_available(self, mode: str) -> bool | None:
-        """Whether the running backend has a model for `mode` (None: not known yet)."""
+    def model_available(self, mode: str, model_id: str | None = None) -> bool | None:
+        """Whether the running backend has a model for `mode` (that model, when `model_id` is
+        given) available (None: not known yet)."""
         models = self.info.get("models")
         if not models:
             return None
-        return any(mode in m["modes"] and m["available"] for m in models)
+        return any(mode in m["modes"] and m["available"] and model_id in (None, m["id"]) for m in models)

@@ -11,7 +11,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProp
 
 from . import api, preferences, setup_backend, tasks
 from .client import KilnError, protocol
-from .properties import MAX_SEED, MODE_ITEMS, RESOLUTION_ITEMS
+from .properties import (DEFAULT_REFINE_STEPS, MAX_REFINE_STEPS, MAX_SEED, MODE_ITEMS, REFINE_DESCRIPTION,
+                         RESOLUTION_ITEMS)
 
 
 def _poll_fail(cls, message: str) -> bool:
@@ -50,6 +51,8 @@ class KILN_OT_generate(bpy.types.Operator):
     mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="text")
     front: StringProperty(name="Front Image", subtype="FILE_PATH")
     back: StringProperty(name="Back Image", subtype="FILE_PATH")
+    refine: BoolProperty(name="Refine", default=False, description=REFINE_DESCRIPTION)
+    refine_steps: IntProperty(name="Refine Steps", default=DEFAULT_REFINE_STEPS, min=1, max=MAX_REFINE_STEPS)
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT")
     location: FloatVectorProperty(name="Location", subtype="TRANSLATION", size=3,
@@ -76,6 +79,8 @@ class KILN_OT_generate(bpy.types.Operator):
         else:
             kw["front"] = self.front if is_set("front") else s.front_image
             kw["back"] = self.back if is_set("back") else s.back_image
+            kw["refine"] = self.refine if is_set("refine") else s.refine
+            kw["refine_steps"] = self.refine_steps if is_set("refine_steps") else s.refine_steps
         try:
             if tasks.manager.synchronous:
                 obj = api.generate(**kw)

@@ -1,6 +1,8 @@
 """The sidebar tab "Kiln" in the 3D Viewport (N panel)."""
 from __future__ import annotations
 
+import os
+
 import bpy
 
 from . import importer, preferences, tasks
@@ -17,6 +19,7 @@ class _KilnPanel:
 
 
 STAGES = {"text": "Reading prompt", "sample": "Sampling", "mesh": "Meshing", "read": "Reading mesh",
+          "images": "Reading images", "reconstruct": "Reconstructing", "refine": "Refining",
           "fit": "Fitting latent", "edit": "Editing", "done": "Importing"}
 
 
@@ -68,7 +71,12 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         else:
             col.prop(s, "front_image")
             col.prop(s, "back_image")
-            if backend.model_available("images") is False:
+            row = layout.row(align=True)
+            row.prop(s, "refine")
+            if s.refine:
+                row.prop(s, "refine_steps", text="Steps")
+            # the panel's Generate runs Kiln's own image model (published ones are for scripts and the CLI)
+            if backend.model_available("images", "kiln-images") is False:
                 warn = layout.row()
                 warn.alert = True
                 warn.label(text="No image model in this build", icon="INFO")
@@ -143,6 +151,10 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
                 col.label(text=f"“{obj['kiln_prompt'][:60]}”")
                 col.label(text=f"Seed {obj.get('kiln_seed', 0)} · {obj.get('kiln_resolution', '')}³ · "
                                f"{obj.get('kiln_model', '')}")
+            elif obj.get("kiln_front"):
+                col.label(text=f"From {os.path.basename(obj['kiln_front'])}"
+                               + (f" + {os.path.basename(obj['kiln_back'])}" if obj.get("kiln_back") else ""))
+                col.label(text=f"{obj.get('kiln_resolution', '')}³ · {obj.get('kiln_model', '')}")
             if obj.get("kiln_edit_count"):
                 col.label(text=f"{obj['kiln_edit_count']} edit(s), last: {obj.get('kiln_instruction', '')[:40]}")
             row = box.row(align=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 MODE_ITEMS = (
     ("text", "Text", "Generate from a text prompt"),
@@ -15,6 +15,9 @@ RESOLUTION_ITEMS = (
     ("256", "256³ Fine", "Finest mesh: slower and heavier"),
 )
 MAX_SEED = 2**31 - 1
+REFINE_DESCRIPTION = "Optimise the result against the image(s) for a few seconds (GTR-style)"
+DEFAULT_REFINE_STEPS = 12
+MAX_REFINE_STEPS = 200  # the protocol's limit (backend/protocol.py)
 
 
 class KILN_PG_settings(bpy.types.PropertyGroup):
@@ -25,6 +28,9 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
                                 description="Image of the object seen from the front (-Y)")
     back_image: StringProperty(name="Back", subtype="FILE_PATH", default="",
                                description="Optional image of the object seen from the back")
+    refine: BoolProperty(name="Refine", default=False, description=REFINE_DESCRIPTION)
+    refine_steps: IntProperty(name="Refine Steps", default=DEFAULT_REFINE_STEPS, min=1, max=MAX_REFINE_STEPS,
+                              description="Optimisation steps: more fit the image(s) closer and take longer")
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
                       description="Picks one of the many assets that fit the prompt")
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT",

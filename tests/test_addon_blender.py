@@ -6,8 +6,9 @@
   `bpy.ops.preferences.addon_install` and enabled.
 
 Each runtime runs tests/blender/check_addon.py once (one Blender session, one backend);
-every named check there is one test here. Checks that need the edit model skip, saying
-so, while models/weights/edit.safetensors is missing (its model_unavailable error is checked).
+every named check there is one test here. Checks that need the edit model (the image model)
+skip, saying so, while models/weights/edit.safetensors (images.safetensors) is missing (its
+model_unavailable error is checked).
 """
 import os
 import sys
@@ -18,10 +19,11 @@ from tests.addon_env import blender_env, build_zip, run_json, runtime_cmd
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender", "check_addon.py")
 CHECKS = ["register_unregister", "hello", "generate_operator", "generate_from_panel", "bad_requests",
-          "regenerate_in_place", "edit_kiln_object", "export_mesh", "fit_foreign_mesh", "edit_foreign_mesh",
-          "cancel_job", "async_ui_mode", "in_place_edge_cases", "backend_killed_mid_job", "restart_after_crash",
-          "bad_interpreter", "save_reload", "setup_backend", "extension_install"]
+          "generate_from_images", "regenerate_in_place", "edit_kiln_object", "export_mesh", "fit_foreign_mesh",
+          "edit_foreign_mesh", "cancel_job", "async_ui_mode", "in_place_edge_cases", "backend_killed_mid_job",
+          "restart_after_crash", "bad_interpreter", "save_reload", "setup_backend", "extension_install"]
 EDIT_CHECKS = {"edit_kiln_object", "edit_foreign_mesh"}
+IMAGE_CHECKS = {"generate_from_images"}
 RUNTIMES = {
     # runtime: (how the add-on is installed, checks left out there)
     "blender-5.0": ("dev", ""),
@@ -59,5 +61,7 @@ def test_check(report, check):
     if res["ok"] is None:
         if check in EDIT_CHECKS:  # only while the Blender run had no edit weights (its zip is built first)
             assert not report["info"].get("edit_weights"), f"{check} skipped although the edit weights exist"
+        if check in IMAGE_CHECKS:  # likewise, while models/weights/images.safetensors is missing
+            assert not report["info"].get("images_weights"), f"{check} skipped although the image weights exist"
         pytest.skip(f"{report['runtime']}: {res['skip']}")
     assert res["ok"], f"{report['runtime']} {check}: {res['error']}\n{res.get('trace', '')}"

@@ -28,6 +28,7 @@ from kiln_harness import REPO, Checks, SkipCheck  # noqa: E402
 import bpy  # noqa: E402
 
 EDIT_WEIGHTS = os.path.join(REPO, "models", "weights", "edit.safetensors")
+IMAGES_WEIGHTS = os.path.join(REPO, "models", "weights", "images.safetensors")
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -87,8 +88,8 @@ def expect_error(fn, *needles):
     raise AssertionError(f"no error raised (expected {needles})")
 
 
-def write_png(path: str, w: int = 8, h: int = 8) -> None:
-    raw = b"".join(b"\0" + bytes([200, 30, 30]) * w for _ in range(h))
+def write_png(path: str, w: int = 8, h: int = 8, pixel=lambda x, y: (200, 30, 30)) -> None:
+    raw = b"".join(b"\0" + b"".join(bytes(pixel(x, y)) for x in range(w)) for y in range(h))
 
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
@@ -151,6 +152,11 @@ def hello():
     root = kiln.client.backend_root()  # the checkout, or the installed zip's copy
     checks.info["edit_weights"] = os.path.isfile(os.path.join(root, "models", "weights", "edit.safetensors"))
     assert state["edit_available"] == checks.info["edit_weights"]
+    state["images_available"] = bool(models.get("kiln-images", {}).get("available"))
+    checks.info["images_weights"] = os.path.isfile(os.path.join(root, "models", "weights", "images.safetensors"))
+    assert state["images_available"] == checks.info["images_weights"]
+    # the Images panel's "no image model" hint follows Kiln's own image model
+    assert kiln.tasks.manager.backend.model_available("images", "kiln-images") == state["images_available"]
     assert os.path.realpath(info["output_root"]) == os.path.realpath(os.path.join(args.work, "out"))
     return {"pid": st["pid"], "models": {k: v["available"] for k, v in models.items()}}
 
@@ -222,12 +228,42 @@ def bad_requests():
     e2 = expect_error(lambda: bpy.ops.kiln.generate(mode="images"), "front image")
     e3 = expect_error(lambda: bpy.ops.kiln.generate(mode="images", front="/nonexistent/front.png"), "not found")
     png = os.path.join(args.work, "front.png")
-    write_png(png)
-    if kiln.tasks.manager.backend.model_available("images"):
-        raise SkipCheck("an image model is installed")
-    e4 = expect_error(lambda: bpy.ops.kiln.generate(mode="images", front=png, resolution="64"), "model_unavailable")
+    write_png(png)  # one flat colour: no object to reconstruct, with or without the image model
+    e4 = expect_error(lambda: bpy.ops.kiln.generate(mode="images", front=png, resolution="64"), "no object found")
+    e5 = expect_error(lambda: kiln.api.submit_generate(mode="images", front=png, refine=True, refine_steps=0),
+                      "refine steps")
     assert len(bpy.data.objects) == n0 and kiln.api.backend_status()["state"] == "ready"
-    return [e1, e2, e3, e4]
+    return [e1, e2, e3, e4, e5]
+
+
+def _red_disc(x: int, y: int, size: int = 64) -> tuple:
+    inside = (x + 0.5 - size / 2) ** 2 + (y + 0.5 - size / 2) ** 2 < (0.35 * size) ** 2
+    return (200, 30, 30) if inside else (255, 255, 255)
+
+
+def generate_from_images():
+    front = os.path.join(args.work, "disc_front.png")
+    write_png(front, 64, 64, _red_disc)
+    if not state["images_available"]:
+        text = expect_error(lambda: bpy.ops.kiln.generate(mode="images", front=front, resolution="64"),
+                            "model_unavailable")
+        raise SkipCheck(f"image weights missing ({IMAGES_WEIGHTS}); reported cleanly: {text}")
+    s = bpy.context.scene.kiln
+    n0 = len(bpy.data.objects)
+    try:  # the panel's settings, as an artist sets them: both views, Refine on with 2 steps
+        s.mode, s.front_image, s.back_image, s.resolution = "images", front, front, "64"
+        s.refine, s.refine_steps = True, 2
+        t = time.perf_counter()
+        assert bpy.ops.kiln.generate() == {"FINISHED"}
+        dt = time.perf_counter() - t
+    finally:
+        s.mode, s.front_image, s.back_image, s.refine, s.resolution = "text", "", "", False, "DEFAULT"
+    obj = bpy.context.active_object
+    assert len(bpy.data.objects) == n0 + 1 and len(obj.data.vertices) > 0
+    assert obj["kiln_mode"] == "images" and obj["kiln_model"] == "kiln-images" and obj["kiln_op"] == "generate"
+    assert obj["kiln_front"] == front and obj["kiln_back"] == front and obj["kiln_refine_steps"] == 2
+    assert os.path.isfile(obj["kiln_latent"]) and not obj.get("kiln_prompt")
+    return {"seconds": round(dt, 2), "vertices": len(obj.data.vertices), "name": obj.name}
 
 
 def regenerate_in_place():
@@ -605,7 +641,8 @@ def extension_install():
     return {"module": name, "backend_root": root, "vertices": len(obj.data.vertices)}
 
 
-CHECKS = [register_unregister, hello, generate_operator, generate_from_panel, bad_requests, regenerate_in_place,
+CHECKS = [register_unregister, hello, generate_operator, generate_from_panel, bad_requests, generate_from_images,
+          regenerate_in_place,
           edit_kiln_object, export_mesh, fit_foreign_mesh, edit_foreign_mesh, cancel_job, async_ui_mode,
           in_place_edge_cases, backend_killed_mid_job, restart_after_crash, bad_interpreter, save_reload, setup_backend,
           extension_install]

@@ -309,6 +309,21 @@ def test_refinement_reports_its_figures(backend, images):
 
 
 @needs_weights
+def test_cancel_during_refinement(backend, images):
+    proc, _ = backend
+    proc.send("generate", "long-refine", mode="images", front=images["front"], resolution=64, refine=True,
+              refine_steps=200)
+    ev = proc.wait_for("long-refine", types=("progress", "result", "error"), timeout=JOB_TIMEOUT)
+    while ev["event"] == "progress" and ev["stage"] != "refine":
+        ev = proc.wait_for("long-refine", types=("progress", "result", "error"), timeout=JOB_TIMEOUT)
+    assert ev["event"] == "progress", ev
+    proc.send("cancel", "stop-refine", target="long-refine")
+    assert proc.wait_for("long-refine", timeout=120)["event"] == "cancelled"
+    proc.send("hello", "after-cancel")
+    assert proc.wait_for("after-cancel", timeout=120)["event"] == "result"
+
+
+@needs_weights
 def test_greyscale_and_rgba_inputs(backend, images):
     proc, _ = backend
     for name in ("grey", "rgba"):

@@ -28,3 +28,15 @@ def read_metadata(path: str) -> dict:
 
 def load_state(path: str, device: str | torch.device = "cpu") -> tuple[dict, dict]:
     return load_file(path, device=str(device)), read_metadata(path)
+
+
+def load_network(path: str, build, prefix: str, device: str | torch.device = "cpu", train_hint: str = ""):
+    """A network saved as `<prefix>.*` keys of a weights bundle (models/train/flow_loop.py:
+    weights_bundle): build(config dict) -> module. Returns (module on device in eval mode,
+    the whole state dict for the bundle's other tensors, metadata)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weights not found: {path}" + (f" ({train_hint})" if train_hint else ""))
+    state, meta = load_state(path, device)
+    net = build(meta["config"])
+    net.load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+    return net.to(device).eval(), state, meta

@@ -79,17 +79,34 @@ def pair_clouds(key: PairKey, pair: EditPair, before_pts: np.ndarray) -> tuple[n
     return coloured_cloud(Asset(pair.before), before_pts), coloured_cloud(Asset(pair.after), after_pts)
 
 
+def source_edits(split: str, index: int, per_source: int, phrasing: str = "train", spec: AssetSpec | None = None):
+    """(key, pair) for each edit of one source asset that exists, in the training set's order."""
+    spec = spec or sample_asset_spec(split, index)
+    for k in range(per_source):
+        key = PairKey(split, index, k, phrasing, "rare" if k % 2 else None)
+        pair = edit_for(key, spec)
+        if pair is not None:
+            yield key, pair
+
+
+def instruction_variants(pairs: list[dict], n_sources: int, per_source: int = EDITS_PER_SOURCE) -> list[list[str]]:
+    """Every training template of each pair's edit, filled with the pair's own words. Pairs are
+    replayed from their keys (about 1.5 ms each), so cached clouds get new phrasings without a
+    rebuild: templates are drawn last, after the edit itself."""
+    replayed = [(key.source, pair) for i in range(n_sources) for key, pair in source_edits("train", i, per_source)]
+    if len(replayed) != len(pairs) or any((src, EDIT_KINDS.index(pair.kind)) != (p["source"], p["kind"])
+                                          for (src, pair), p in zip(replayed, pairs)):
+        raise RuntimeError("cached edit pairs do not match the procedural world: delete the cache and rebuild")
+    return [pair.phrasings() for _, pair in replayed]
+
+
 def _source_record(args) -> list[dict]:
     """All edit pairs of one source asset: clouds (float16), instruction, kind."""
     split, index, per_source, phrasing = args
     spec = sample_asset_spec(split, index)
     pts = None
     out = []
-    for k in range(per_source):
-        key = PairKey(split, index, k, phrasing, "rare" if k % 2 else None)
-        pair = edit_for(key, spec)
-        if pair is None:
-            continue
+    for key, pair in source_edits(split, index, per_source, phrasing, spec):
         if pts is None:
             pts = source_points(spec, key)
         src, tgt = pair_clouds(key, pair, pts)

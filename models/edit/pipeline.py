@@ -19,7 +19,8 @@ from typing import Callable
 
 import torch
 
-from ..checkpoint import WEIGHTS_DIR, load_state
+from ..checkpoint import WEIGHTS_DIR, load_network
+from ..text.conditioning import TEXT_STAT_KEYS, standardise_text
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
@@ -55,12 +56,9 @@ class EditModel:
 
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "EditModel":
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"edit model weights not found: {path} (python -m models.train edit)")
-        state, meta = load_state(path, device)
-        dit = LatentDiT(DiTConfig(**meta["config"]))
-        dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
-        return cls(dit.to(device).eval(), state["latent_mean"], state["latent_std"], state["delta_std"],
+        dit, state, meta = load_network(path, lambda c: LatentDiT(DiTConfig(**c)), "dit", device,
+                                        "python -m models.train edit")
+        return cls(dit, state["latent_mean"], state["latent_std"], state["delta_std"],
                    state["instruction_bank"].float(), state["unsupported_bank"].float(), state["example_bank"].float(),
                    {k: state[k] for k in TEXT_STAT_KEYS}, float(meta["ood_threshold"]), meta)
 
@@ -69,27 +67,6 @@ class EditModel:
 
     def condition(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple:
         return standardise_text(pooled, tokens, mask, self.text_stats)
-
-
-TEXT_STAT_KEYS = ("pooled_mean", "pooled_std", "token_mean", "token_std")
-
-
-def text_statistics(pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
-    """Per-dimension statistics of the instruction features. Sentence embeddings of short
-    instructions differ by a few percent per dimension ("make it blue" vs "make it red":
-    cosine 0.76, per-dimension spread 0.04), and a few token dimensions carry almost all
-    the magnitude; standardising them lets the DiT's conditioning see the differences
-    from the first step (without it the edit model still ignored the instruction after
-    1500 steps)."""
-    valid = tokens[mask].float()
-    return {"pooled_mean": pooled.mean(0), "pooled_std": pooled.std(0).clamp(min=1e-2),
-            "token_mean": valid.mean(0), "token_std": valid.std(0).clamp(min=5e-2)}
-
-
-def standardise_text(pooled, tokens, mask, stats: dict) -> tuple:
-    pooled = (pooled - stats["pooled_mean"]) / stats["pooled_std"]
-    tokens = (tokens.float() - stats["token_mean"]) / stats["token_std"]
-    return pooled, tokens * mask[..., None], mask
 
 
 def confidence(similarity: float, threshold: float) -> float:

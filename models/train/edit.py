@@ -21,8 +21,9 @@ import torch
 
 from ..checkpoint import save_model
 from ..edit import unsupported
-from ..edit.data import PairKey, edit_for, load_or_build_pairs
-from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES, standardise_text, text_statistics
+from ..edit.data import PairKey, edit_for, instruction_variants, load_or_build_pairs
+from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES
+from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
@@ -36,8 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--schedule-steps", type=int, default=1500,
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--schedule-steps", type=int, default=4000,
                    help="cosine schedule length; --steps N below it reproduces step N of the longer run")
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=4e-4)
@@ -106,9 +107,13 @@ def run(args: argparse.Namespace) -> int:
     source_n, delta_n = (src - mean) / std, delta / delta_std
 
     encoder = SentenceEncoder()
-    texts = sorted({p["instruction"] for p in pairs})
+    # each step draws one of the pair's training phrasings ("make it blue", "paint it blue", ...)
+    variants = instruction_variants(pairs, args.sources)
+    texts = sorted({t for v in variants for t in v})
     index = {t: i for i, t in enumerate(texts)}
-    instr = torch.tensor([index[p["instruction"]] for p in pairs])
+    flat = torch.tensor([index[t] for v in variants for t in v])
+    counts = np.array([len(v) for v in variants])
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     tokens, masks, raw_pooled = embed(encoder, texts)
     text_stats = text_statistics(raw_pooled, tokens, masks)
     pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
@@ -121,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     sched = warmup_cosine(opt, 300, max(args.schedule_steps, args.steps))
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
-        b = torch.from_numpy(rng.integers(0, len(pairs), args.batch))
-        k = instr[b]
+        pick = rng.integers(0, len(pairs), args.batch)
+        b = torch.from_numpy(pick)
+        k = flat[offsets[pick] + rng.integers(0, counts[pick])]
         cond = drop_condition(model, rng, args.cfg_dropout, pooled[k], tokens[k].float(), masks[k])
         loss = flow_loss(model, delta_n[b], (*cond, source_n[b]), generator=gen, t_one=args.t_one)
         optimise(model, opt, sched, loss)

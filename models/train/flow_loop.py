@@ -43,11 +43,11 @@ def ema_update(ema, model, step: int, decay: float) -> None:
         pe.mul_(d).add_(pm.detach(), alpha=1 - d)
 
 
-def weights_bundle(dit, **buffers) -> torch.nn.Module:
-    """The (EMA) DiT and the tensors its pipeline needs, as one module for `save_model`:
-    keys `dit.*` plus the buffer names."""
+def weights_bundle(net, prefix: str = "dit", **buffers) -> torch.nn.Module:
+    """The (EMA) network and the tensors its pipeline needs, as one module for `save_model`:
+    keys `<prefix>.*` plus the buffer names."""
     bundle = torch.nn.Module()
-    bundle.dit = dit
+    setattr(bundle, prefix, net)
     for name, value in buffers.items():
         bundle.register_buffer(name, value.clone())
     return bundle

@@ -27,26 +27,37 @@ HELDOUT_EDIT_COMBOS = frozenset({
 # kind -> phrasing -> templates
 INSTRUCTIONS = {
     "recolour_all": {"train": ("make it {c}", "paint it {c}", "change the colour to {c}", "turn it {c}",
-                               "recolor it {c}"),
+                               "recolor it {c}", "make the whole thing {c}", "change its color to {c}",
+                               "repaint it in {c}", "make it all {c}"),
                      "heldout": ("i'd like it in {c}", "give it a {c} finish", "colour the whole thing {c}")},
     "recolour_part": {"train": ("make the {part} {c}", "paint the {part} {c}", "change the {part} to {c}",
-                                "turn the {part} {c}"),
+                                "turn the {part} {c}", "recolor the {part} {c}", "recolour the {part} in {c}",
+                                "change the colour of the {part} to {c}", "{c} {part}"),
                       "heldout": ("the {part} should be {c}", "give the {part} a {c} colour")},
-    "resize_whole": {"train": ("make it {bigger}", "scale it {up}", "make the whole thing {bigger}"),
+    "resize_whole": {"train": ("make it {bigger}", "scale it {up}", "make the whole thing {bigger}",
+                               "make it a bit {bigger}", "scale the whole asset {up}", "{bigger} overall please"),
                      "heldout": ("i want it {bigger} overall", "resize it to be {bigger}")},
-    "resize_axis": {"train": ("make it {taller}", "make the {noun} {taller}", "stretch it to be {taller}"),
+    "resize_axis": {"train": ("make it {taller}", "make the {noun} {taller}", "stretch it to be {taller}",
+                              "make it a little {taller}", "change it to be {taller}", "{taller} please"),
                     "heldout": ("it should be {taller}", "can you make it {taller}")},
-    "resize_part": {"train": ("make the {part} {longer}", "make the {part} a bit {longer}", "{longer} {part}"),
+    "resize_part": {"train": ("make the {part} {longer}", "make the {part} a bit {longer}", "{longer} {part}",
+                              "the {part}, but {longer}", "change the {part} to be {longer}"),
                     "heldout": ("the {part} should be {longer}", "give it {longer} {part}")},
-    "add_part": {"train": ("add {a_part}", "give it {a_part}", "put {a_part} on it"),
+    "add_part": {"train": ("add {a_part}", "give it {a_part}", "put {a_part} on it", "include {a_part}",
+                           "fit it with {a_part}", "with {a_part}"),
                  "heldout": ("it needs {a_part}", "attach {a_part}")},
-    "remove_part": {"train": ("remove the {part}", "take off the {part}", "delete the {part}", "no {part}"),
+    "remove_part": {"train": ("remove the {part}", "take off the {part}", "delete the {part}", "no {part}",
+                              "take away the {part}", "i don't want the {part}", "drop the {part}"),
                     "heldout": ("get rid of the {part}", "without the {part}")},
-    "change_count": {"train": ("give it {n} {part}", "make it have {n} {part}", "use {n} {part}"),
+    "change_count": {"train": ("give it {n} {part}", "make it have {n} {part}", "use {n} {part}",
+                               "{n} {part} instead", "set the number of {part} to {n}", "{n} {part} please"),
                      "heldout": ("it should have {n} {part}", "change it to {n} {part}")},
-    "add_pattern": {"train": ("add {pattern} to the {part}", "give the {part} {pattern}", "decorate the {part} with {pattern}"),
+    "add_pattern": {"train": ("add {pattern} to the {part}", "give the {part} {pattern}",
+                              "decorate the {part} with {pattern}", "put {pattern} on the {part}",
+                              "pattern the {part} with {pattern}", "paint {pattern} on the {part}"),
                     "heldout": ("cover the {part} in {pattern}", "i want {pattern} on the {part}")},
-    "remove_pattern": {"train": ("remove the pattern", "make the {part} plain", "remove the {pname} from the {part}"),
+    "remove_pattern": {"train": ("remove the pattern", "make the {part} plain", "remove the {pname} from the {part}",
+                                 "take the {pname} off", "plain {part} please", "delete the {pname}"),
                        "heldout": ("no more {pname}", "clear the {part} pattern")},
 }
 PATTERN_PHRASE = {"stripes": ("{c} stripes", "stripes"), "checker": ("a {c} checker pattern", "checks"),
@@ -65,6 +76,11 @@ class EditPair:
     before: AssetSpec
     after: AssetSpec
     details: dict = field(default_factory=dict)  # what changed: part, colour, axis, direction, ...
+    words: dict = field(default_factory=dict)    # the template's fields: colour word, part noun, ...
+
+    def phrasings(self, phrasing: str = "train") -> list[str]:
+        """Every template of this edit's kind filled with the same words (training augmentation)."""
+        return [t.format(**self.words) for t in INSTRUCTIONS[self.kind][phrasing]]
 
 
 def _scaled(spec: AssetSpec, factors) -> AssetSpec:
@@ -181,5 +197,5 @@ def sample_edit(spec: AssetSpec, rng: np.random.Generator, split: str = "train",
         if after.to_dict() == spec.to_dict() or not Asset(after).fits():
             continue
         template = _pick(rng, INSTRUCTIONS[k][phrasing])
-        return EditPair(k, template.format(**words), spec, after, details)
+        return EditPair(k, template.format(**words), spec, after, details, words)
     return None

@@ -36,7 +36,7 @@ def main() -> int:
     out = {"device": str(device), "threads": torch.get_num_threads(), "cold_load_s": round(time.perf_counter() - t, 3)}
     m = gen.model
     enc = gen.encoder.encode([PROMPT])
-    cond = (enc.pooled, enc.tokens, enc.mask)
+    cond = m.condition(enc.pooled, enc.tokens, enc.mask)
     uncond = m.dit.null_condition(1, enc.tokens.shape[1])
     shape = (1, 3, m.dit.cfg.latent_channels, m.dit.cfg.latent_res, m.dit.cfg.latent_res)
     out["text_encode"] = timeit(lambda: gen.encoder.encode([PROMPT]))

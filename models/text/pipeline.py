@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoint import WEIGHTS_DIR, load_state
+from ..checkpoint import WEIGHTS_DIR, load_network
+from .conditioning import TEXT_STAT_KEYS, standardise_text
 from .dit import DiTConfig, LatentDiT
 from .encoder import SentenceEncoder, shared_encoder
 from .flow import initial_noise, sample
@@ -34,24 +35,26 @@ class TextModel:
     caption_bank: torch.Tensor  # (N, 384) unit vectors of training captions
     concept_bank: torch.Tensor  # (K, 384)
     concepts: list
+    text_stats: dict            # per-dimension mean/std of pooled and token features (training captions)
     ood_threshold: float
     meta: dict
 
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "TextModel":
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"text model weights not found: {path} (python -m models.train text)")
-        state, meta = load_state(path, device)
-        dit = LatentDiT(DiTConfig(**meta["config"]))
-        dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
-        return cls(dit.to(device).eval(), state["latent_mean"], state["latent_std"], state["caption_bank"].float(),
-                   state["concept_bank"].float(), meta["concepts"], float(meta["ood_threshold"]), meta)
+        dit, state, meta = load_network(path, lambda c: LatentDiT(DiTConfig(**c)), "dit", device,
+                                        "python -m models.train text")
+        return cls(dit, state["latent_mean"], state["latent_std"], state["caption_bank"].float(),
+                   state["concept_bank"].float(), meta["concepts"], {k: state[k] for k in TEXT_STAT_KEYS},
+                   float(meta["ood_threshold"]), meta)
 
     def normalise(self, latent: torch.Tensor) -> torch.Tensor:
         return (latent - self.latent_mean) / self.latent_std
 
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.latent_std + self.latent_mean
+
+    def condition(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple:
+        return standardise_text(pooled, tokens, mask, self.text_stats)
 
 
 class TextToAsset:
@@ -87,7 +90,7 @@ class TextToAsset:
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
         noise = torch.cat([initial_noise(shape, s, enc.pooled.device) for s in seeds])
         uncond = m.dit.null_condition(len(prompts), enc.tokens.shape[1])
-        x = sample(m.dit, (enc.pooled, enc.tokens, enc.mask), uncond, noise, steps=steps, guidance=guidance,
+        x = sample(m.dit, m.condition(enc.pooled, enc.tokens, enc.mask), uncond, noise, steps=steps, guidance=guidance,
                    progress=progress, cancel=cancel)
         return m.denormalise(x), warnings
 

@@ -24,6 +24,7 @@ from ..world.asset import sample_asset_spec
 from ..world.captions import caption
 from ..world.categories import CATEGORIES, CATEGORY_NAMES
 from ..world.palette import COLOUR_NAMES
+from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
@@ -42,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--assets", type=int, default=4000)
-    p.add_argument("--captions", type=int, default=6, help="captions per asset")
+    p.add_argument("--captions", type=int, default=10, help="captions per asset")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--t-one", type=float, default=0.5,
+                   help="share of each batch trained at t = 1, where the prompt is the only information")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
@@ -58,6 +61,15 @@ def encode_assets(ae, surface: np.ndarray, batch: int = 64) -> torch.Tensor:
         cloud = torch.from_numpy(surface[s:s + batch, :2048].astype(np.float32))
         out.append(ae.encode(cloud))
     return torch.cat(out)
+
+
+def normalised_asset_latents(ae, n_assets: int, cache: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents of training assets 0..n-1, normalised per (plane, channel); and the mean and std."""
+    data = load_or_build("train", n_assets, cache)
+    latents = encode_assets(ae, data["surface"])
+    mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    return (latents - mean) / std, mean, std
 
 
 def caption_table(n: int, k: int, seed: int, split: str = "train", phrasing: str = "train") -> list[list[str]]:
@@ -91,18 +103,16 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     ae = load_autoencoder()
-    data = load_or_build("train", args.assets, args.cache)
-    latents = encode_assets(ae, data["surface"])
-    del data
-    mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
-    std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
-    x0_all = (latents - mean) / std
-    print(f"encoded {len(latents)} assets in {time.time() - t0:.0f}s", flush=True)
+    x0_all, mean, std = normalised_asset_latents(ae, args.assets, args.cache)
+    print(f"encoded {len(x0_all)} assets in {time.time() - t0:.0f}s", flush=True)
 
     encoder = SentenceEncoder()
     captions = caption_table(args.assets, args.captions, args.seed)
     flat = [c for row in captions for c in row]
-    tokens, masks, pooled = embed(encoder, flat)
+    tokens, masks, raw_pooled = embed(encoder, flat)
+    text_stats = text_statistics(raw_pooled, tokens, masks)
+    pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
+    tokens = tokens.half()
     print(f"embedded {len(flat)} captions in {time.time() - t0:.0f}s", flush=True)
 
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
@@ -115,17 +125,17 @@ def run(args: argparse.Namespace) -> int:
         asset = rng.integers(0, args.assets, args.batch)
         cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
         cond = drop_condition(model, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
-        loss = flow_loss(model, x0_all[asset], cond, generator=gen)
+        loss = flow_loss(model, x0_all[asset], cond, generator=gen, t_one=args.t_one)
         optimise(model, opt, sched, loss)
         ema_update(ema, model, step, args.ema)
         log(step, loss, sched)
         if step % 1000 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, pooled, encoder, log.elapsed, step)
+            _save(args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, log.elapsed, step)
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, pooled, encoder, train_s, step) -> None:
+def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step) -> None:
     bank_idx = torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()
     bank = pooled[bank_idx]
     names = concept_names()
@@ -135,8 +145,8 @@ def _save(args, ema, cfg, mean, std, pooled, encoder, train_s, step) -> None:
     sims = (encoder.encode(held).pooled @ bank.T).max(1).values
     threshold = float(torch.quantile(sims, 0.01)) - 0.02
     bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, caption_bank=bank.half(),
-                            concept_bank=concept_bank.half())
+                            concept_bank=concept_bank.half(), **text_stats)
     save_model(bundle, args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               assets=args.assets, captions_per_asset=args.captions,
+               assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
                train_seconds=round(train_s), version="1.0")

@@ -34,11 +34,12 @@ SIZE_WORDS = {"small": (("small", "little"), ("tiny",)), "large": (("large", "bi
 # {a} is the article-aware adjective+noun phrase; {parts} the part descriptions
 TEMPLATES = {
     "train": ("{np}{parts}", "a 3d model of {np}{parts}", "{np}{parts}, low poly", "render of {np}{parts}",
-              "{np}{parts} on a white background"),
+              "{np}{parts} on a white background", "a photo of {np}{parts}", "{np}{parts}, game asset",
+              "a picture of {np}{parts}", "{np}{parts}, 3d render", "there is {np}{parts}"),
     "heldout": ("an asset showing {np}{parts}", "i want {np}{parts}", "make me {np}{parts}"),
 }
 PART_CONNECT = {"train": (" with {desc}", ", with {desc}"), "heldout": (" that has {desc}", " featuring {desc}")}
-COLOURED = {"train": ("{c} {noun}",), "heldout": ("{noun} coloured {c}", "{noun} in {c}")}
+COLOURED = {"train": ("{c} {noun}", "{c}-coloured {noun}"), "heldout": ("{noun} coloured {c}", "{noun} in {c}")}
 
 
 def _pick(rng: np.random.Generator, options):

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float)
     gen.add_argument("--refine", action="store_true",
                      help="images: optimise the result against the image(s) for a few seconds (GTR-style)")
-    gen.add_argument("--refine-steps", type=int, help="images: refinement steps (implies --refine; default 12)")
+    gen.add_argument("--refine-steps", type=int, help="images: refinement steps (implies --refine; default 10)")
 
     edit = _job_parser(sub, "edit", "change an asset with a text instruction")
     src = edit.add_mutually_exclusive_group(required=True)

@@ -295,9 +295,9 @@ def _refine_steps(req: dict) -> int:
     """0 without refinement; else the request's steps or the image pipeline's default."""
     if not req.get("refine"):
         return 0
-    from models.images import pipeline
+    from models.images.pipeline import DEFAULT_REFINE_STEPS
 
-    return req.get("refine_steps") or getattr(pipeline, "DEFAULT_REFINE_STEPS", 12)
+    return req.get("refine_steps") or DEFAULT_REFINE_STEPS
 
 
 def _reconstruct_progress(ctx: JobContext) -> Callable[[float, str], None]:

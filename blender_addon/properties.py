@@ -16,7 +16,7 @@ RESOLUTION_ITEMS = (
 )
 MAX_SEED = 2**31 - 1
 REFINE_DESCRIPTION = "Optimise the result against the image(s) for a few seconds (GTR-style)"
-DEFAULT_REFINE_STEPS = 12
+DEFAULT_REFINE_STEPS = 10  # models/images/pipeline.py DEFAULT_REFINE_STEPS (no torch in Blender)
 MAX_REFINE_STEPS = 200  # the protocol's limit (backend/protocol.py)
 
 

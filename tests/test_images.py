@@ -182,3 +182,14 @@ def test_refinement_brings_the_renders_closer_to_the_images(reconstructor, held_
     refined, figures = reconstructor.refine(start, views, steps=4)
     assert figures["after"]["silhouette_iou"] > figures["before"]["silhouette_iou"]
     assert not torch.equal(refined, start) and torch.isfinite(refined).all()
+
+
+def test_an_empty_first_guess_is_framed_with_the_canonical_view(reconstructor, held_out_views, monkeypatch):
+    """An empty feed-forward result has no outline to frame: the refinement then uses the
+    canonical view (and the silhouette loss grows the shape) instead of failing the job."""
+    def nothing_there(points):
+        return torch.ones(points.shape[:-1]), torch.zeros((*points.shape[:-1], 3))
+    monkeypatch.setattr(reconstructor, "_query", lambda planes: nothing_there)
+    views = {"front": held_out_views[5][0:1]}
+    cams = reconstructor.view_cameras(reconstructor.feed_forward(views["front"]), views)
+    assert cams["front"] == canonical_camera("front")

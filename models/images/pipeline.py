@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..checkpoint import WEIGHTS_DIR, load_network
 from ..mesh import Cancelled
 from .model import ReconstructorConfig, TriplaneReconstructor
-from .preprocess import crop_window, prepare_image
+from .preprocess import NoObjectError, crop_window, prepare_image
 from .render import Camera, canonical_camera, render_field
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "images.safetensors")
@@ -104,7 +104,11 @@ class ImagesToAsset:
             for name in views:
                 base = canonical_camera(name)
                 _, alpha = render_field(self._query(planes), base, 64)
-                cx, cy, half = crop_window(alpha.cpu().numpy(), base.ortho_half)
+                try:
+                    cx, cy, half = crop_window(alpha.cpu().numpy(), base.ortho_half)
+                except NoObjectError:  # nothing decoded to frame: match the whole canonical view
+                    cams[name] = base
+                    continue
                 _, _, right, up = base.basis()
                 cams[name] = Camera(name, fov=0.0, distance=base.distance, ortho_half=half,
                                     target=tuple((cx * right + cy * up).tolist()))

@@ -16,6 +16,7 @@ def save_model(model: torch.nn.Module, path: str, config: dict, **meta) -> None:
     metadata = {"config": json.dumps(config), **{k: json.dumps(v) for k, v in meta.items()}}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata=metadata)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; shipped weights are read by other users
     os.replace(tmp, path)
 
 

@@ -193,3 +193,15 @@ def test_an_empty_first_guess_is_framed_with_the_canonical_view(reconstructor, h
     views = {"front": held_out_views[5][0:1]}
     cams = reconstructor.view_cameras(reconstructor.feed_forward(views["front"]), views)
     assert cams["front"] == canonical_camera("front")
+
+
+def test_the_addon_offers_the_pipelines_default_refinement_steps():
+    """The add-on cannot import torch-side code, so it keeps its own copy of the default."""
+    import re
+
+    from models.images.pipeline import DEFAULT_REFINE_STEPS
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "blender_addon", "properties.py")
+    with open(path) as fh:
+        addon_default = int(re.search(r"^DEFAULT_REFINE_STEPS = (\d+)", fh.read(), re.M).group(1))
+    assert addon_default == DEFAULT_REFINE_STEPS

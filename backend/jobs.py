@@ -237,16 +237,17 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     ctx.registry.entry_for("images", req.get("model"))  # an unknown model id: model_unavailable
     ctx.progress(0.0, "images", "reading images")
     with ctx.timed("read"):
-        views = {view: _read_view(req[view], view) for view in ("front", "back") if req.get(view)}
-    warnings = _back_view_warnings(views)
+        images = {view: _read_view(req[view], view) for view in ("front", "back") if req.get(view)}
     ctx.check_cancel()
     with ctx.timed("load_model"):
         rec = ctx.registry.get("images", req.get("model"))  # model_unavailable before the decoder loads
         ae = ctx.registry.autoencoder()
     steps = _refine_steps(req)
     with ctx.timed("reconstruct"):
-        latent, info = rec.reconstruct(views["front"], views.get("back"), refine_steps=steps,
-                                       progress=_reconstruct_progress(ctx), cancel=ctx.cancelled)
+        views = rec.prepare_views(images["front"], images.get("back"))
+        warnings = _back_view_warnings(views)
+        latent, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
+                                             cancel=ctx.cancelled)
     ctx.check_cancel()
     with ctx.timed("mesh"):
         mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
@@ -277,13 +278,12 @@ def _read_view(path: str, view: str):
 
 def _back_view_warnings(views: dict) -> list[str]:
     """A back image whose silhouette, mirrored, barely overlaps the front's is probably another
-    object or another view: the model still fuses both, so say so rather than fail."""
+    object or another view: the model still fuses both, so say so rather than fail.
+    `views`: the prepared images (ImagesToAsset.prepare_views), alpha in channel 3."""
     if "back" not in views:
         return []
-    from models.images.preprocess import prepare_image
-
-    front = prepare_image(views["front"], 64)[3] > 0.5
-    back = prepare_image(views["back"], 64)[3][:, ::-1] > 0.5  # seen from behind: left and right swap
+    front = views["front"][0, 3].cpu().numpy() > 0.5
+    back = views["back"][0, 3].cpu().numpy()[:, ::-1] > 0.5  # seen from behind: left and right swap
     iou = float((front & back).sum()) / max(1, int((front | back).sum()))
     if iou >= BACK_MISMATCH_IOU:
         return []

@@ -184,6 +184,7 @@ def test_refinement_brings_the_renders_closer_to_the_images(reconstructor, held_
     assert not torch.equal(refined, start) and torch.isfinite(refined).all()
 
 
+@needs_weights
 def test_an_empty_first_guess_is_framed_with_the_canonical_view(reconstructor, held_out_views, monkeypatch):
     """An empty feed-forward result has no outline to frame: the refinement then uses the
     canonical view (and the silhouette loss grows the shape) instead of failing the job."""

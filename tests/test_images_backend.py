@@ -163,14 +163,19 @@ def test_protocol_refine_steps():
 
 
 def test_mismatched_back_image_gives_a_warning(tmp_path, images):
-    from backend.jobs import _back_view_warnings
+    import torch
 
-    front = image_array(load_image(images["front"]))
-    back = image_array(load_image(images["back"]))
+    from backend.jobs import _back_view_warnings
+    from models.images.preprocess import prepare_image
+
+    def prepared(path):  # as ImagesToAsset.prepare_views gives them to the warning
+        return torch.from_numpy(prepare_image(image_array(load_image(path))))[None]
+
+    front, back = prepared(images["front"]), prepared(images["back"])
     assert _back_view_warnings({"front": front}) == []
     assert _back_view_warnings({"front": front, "back": back}) == []  # the same mug from behind
-    wide = image_array(load_image(draw_shape(str(tmp_path / "wide.png"), box=(10, 110, 246, 150))))
-    tall = image_array(load_image(draw_shape(str(tmp_path / "tall.png"), box=(110, 10, 150, 246))))
+    wide = prepared(draw_shape(str(tmp_path / "wide.png"), box=(10, 110, 246, 150)))
+    tall = prepared(draw_shape(str(tmp_path / "tall.png"), box=(110, 10, 150, 246)))
     warnings = _back_view_warnings({"front": wide, "back": tall})
     assert len(warnings) == 1 and "does not match" in warnings[0]
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         per_cat.setdefault(gt["category"], []).append(rows["front_back"][-1]["iou"])
         if i < args.refine_assets:
             # refinement assumes level orthographic views (Blender's Front/Back): give it those
-            ortho = {v: rec.prepare(canonical_render(i, v)) for v in ("front", "back")}
+            ortho = rec.prepare_views(canonical_render(i, "front"), canonical_render(i, "back"))
             start = rec.feed_forward(ortho["front"], ortho["back"])
             t = time.perf_counter()
             refined, figures = rec.refine(start, ortho, args.refine_steps)

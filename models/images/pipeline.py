@@ -71,14 +71,24 @@ class ImagesToAsset:
         z = self.model.net(front, back) if back is not None else self.model.net(front)
         return z * self.model.latent_std + self.model.latent_mean
 
+    def prepare_views(self, front: np.ndarray, back: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Images (H, W, 3|4) float in [0, 1] -> {"front": (1, 4, S, S)[, "back": ...]}."""
+        views = {"front": self.prepare(front)}
+        if back is not None:
+            views["back"] = self.prepare(back)
+        return views
+
     def reconstruct(self, front: np.ndarray, back: np.ndarray | None = None, refine_steps: int = 0,
                     progress: Callable[[float, str], None] | None = None,
                     cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict]:
         """Images (H, W, 3|4) float in [0, 1] -> latent and an info dict (timings, refinement figures)."""
+        return self.reconstruct_views(self.prepare_views(front, back), refine_steps, progress, cancel)
+
+    def reconstruct_views(self, views: dict[str, torch.Tensor], refine_steps: int = 0,
+                          progress: Callable[[float, str], None] | None = None,
+                          cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict]:
+        """Prepared views (`prepare_views`) -> latent and an info dict."""
         t = time.perf_counter()
-        views = {"front": self.prepare(front)}
-        if back is not None:
-            views["back"] = self.prepare(back)
         latent = self.feed_forward(views["front"], views.get("back"))
         info = {"views": list(views), "feed_forward_s": round(time.perf_counter() - t, 4)}
         if progress:

@@ -74,12 +74,12 @@ def build_dataset(split: str, n: int, workers: int | None = None) -> dict[str, n
     return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
-def load_or_build(split: str, n: int, cache_dir: str) -> dict[str, np.ndarray]:
+def load_or_build(split: str, n: int, cache_dir: str, workers: int | None = None) -> dict[str, np.ndarray]:
     path = os.path.join(cache_dir, f"ae_{split}_{n}.npz")
     if os.path.exists(path):
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    data = build_dataset(split, n)
+    data = build_dataset(split, n, workers)
     os.makedirs(cache_dir, exist_ok=True)
     np.savez(path + ".tmp.npz", **data)
     os.replace(path + ".tmp.npz", path)

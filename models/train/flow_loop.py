@@ -1,6 +1,6 @@
-"""The pieces the rectified-flow trainings (text, edit) share: classifier-free-guidance
-dropout of the condition, the warm-up + cosine schedule, one optimiser step with clipping,
-the EMA of the weights, and the step log."""
+"""The pieces the latent trainings (text, edit, images) share: where they run and for how
+long, classifier-free-guidance dropout of the condition, the warm-up + cosine schedule, one
+optimiser step with clipping, the EMA of the weights, and the step log."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,59 @@ import time
 
 import numpy as np
 import torch
+
+from ..device import pick_device
+
+
+def add_runtime_arguments(p, threads: int = 1) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="torch CPU threads (1 is fastest on a shared 2-core machine: OpenMP spin-waits "
+                        "when oversubscribed)")
+    p.add_argument("--workers", type=int, default=2, help="processes generating the training data")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds of training: sets --steps and --schedule-steps to the steps that fit, timed "
+                        "on a throwaway copy before step 1; the weights record the count, so "
+                        "--steps K --schedule-steps K reproduces them")
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="Unix time by which training must end (like --time-budget, counted from when the data "
+                        "is ready; for several trainings sharing one machine)")
+
+
+def training_device(args) -> torch.device:
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    torch.set_num_threads(args.threads)  # pick_device sets the inference default on the CPU
+    return device
+
+
+def steps_that_fit(step, budget_s: float, device: torch.device, probe: int = 30, margin: float = 0.85,
+                   multiple: int = 100) -> int:
+    """How many calls of `step()` (a training step on throwaway state) fit in budget_s."""
+    def timed(n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    timed(5)  # warm-up: allocator, kernels, caches
+    per_step = timed(probe) / probe
+    steps = max(multiple, int(budget_s * margin / per_step) // multiple * multiple)
+    print(f"{per_step * 1000:.1f} ms a step: {steps} steps fit in {budget_s:.0f}s", flush=True)
+    return steps
+
+
+def fit_steps_to_budget(args, device: torch.device, make_step) -> None:
+    """With --time-budget or --deadline, set args.steps = args.schedule_steps from a throwaway
+    run of make_step(rng, generator) (a closure over copies of the model and optimiser)."""
+    budgets = [b for b in (args.time_budget, args.deadline - time.time() - 15 if args.deadline else 0) if b > 0]
+    if args.time_budget > 0 or args.deadline:
+        step = make_step(np.random.default_rng(12345), torch.Generator().manual_seed(12345))
+        args.steps = args.schedule_steps = steps_that_fit(step, min(budgets, default=1.0), device)
 
 
 def drop_condition(model, rng: np.random.Generator, rate: float, pooled, tokens, mask) -> tuple:

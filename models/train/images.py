@@ -22,7 +22,8 @@ from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS
 from ..triplane.loading import load_autoencoder
-from .flow_loop import StepLog, ema_update, optimise, warmup_cosine, weights_bundle
+from .flow_loop import (StepLog, add_runtime_arguments, ema_update, fit_steps_to_budget, optimise, training_device,
+                        warmup_cosine, weights_bundle)
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,45 +40,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int, default=2, help="jittered renders per asset and view")
     p.add_argument("--back-rate", type=float, default=0.5, help="share of samples given the back view too")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--threads", type=int, default=1)
+    add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "images"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    device = training_device(args)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     t0 = time.time()
-    ae = load_autoencoder()
-    target, mean, std = normalised_asset_latents(ae, args.assets, args.cache)
-    print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s", flush=True)
-    images = torch.from_numpy(load_or_render("train", args.assets, args.variants, args.cache))
+    # the data first: worker processes are forked before CUDA starts
+    images = load_or_render("train", args.assets, args.variants, args.cache, args.workers)
     print(f"{images.shape[0]} x {images.shape[1]} views x {images.shape[2]} renders ready in "
           f"{time.time() - t0:.0f}s", flush=True)
+    ae = load_autoencoder(device=device)
+    target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, args.workers)
+    images = torch.from_numpy(images).to(device)
+    print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
     cfg = ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
-    model = TriplaneReconstructor(cfg)
+    model = TriplaneReconstructor(cfg).to(device)
     ema = copy.deepcopy(model).eval()
+
+    def make_step(net, opt, sched, rng):
+        def step():
+            idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
+            vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+            vb = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+            front = images[idx, 0, vf].float()
+            back = images[idx, 1, vb].float()
+            has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate).to(device)
+            loss = ((net(front, back, has_back) - target[idx]) ** 2).mean()
+            optimise(net, opt, sched, loss)
+            return loss
+        return step
+
+    def throwaway_step(rng, _gen):
+        net = copy.deepcopy(model)
+        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+        return make_step(net, opt, warmup_cosine(opt, 200, 1000), rng)
+
+    fit_steps_to_budget(args, device, throwaway_step)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, 200, max(args.schedule_steps, args.steps))
+    train_step = make_step(model, opt, sched, np.random.default_rng(args.seed))
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
-        idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
-        vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
-        vb = torch.from_numpy(rng.integers(0, args.variants, args.batch))
-        front = images[idx, 0, vf].float()
-        back = images[idx, 1, vb].float()
-        has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate)
-        loss = ((model(front, back, has_back) - target[idx]) ** 2).mean()
-        optimise(model, opt, sched, loss)
+        loss = train_step()
         ema_update(ema, model, step, args.ema)
         log(step, loss, sched)
         if step % 500 == 0 or step == args.steps:
             save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
                        seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
                        batch=args.batch, assets=args.assets, variants=args.variants, back_rate=args.back_rate,
-                       train_seconds=round(log.elapsed), version="1.0")
+                       train_seconds=round(log.elapsed), device=device.type, version="1.0")
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
     return 0

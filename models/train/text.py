@@ -29,7 +29,8 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import StepLog, drop_condition, ema_update, optimise, warmup_cosine, weights_bundle
+from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, ema_update, fit_steps_to_budget, optimise,
+                        training_device, warmup_cosine, weights_bundle)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--t-one", type=float, default=0.5,
                    help="share of each batch trained at t = 1, where the prompt is the only information")
-    p.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
@@ -56,16 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @torch.no_grad()
 def encode_assets(ae, surface: np.ndarray, batch: int = 64) -> torch.Tensor:
+    device = next(ae.parameters()).device
     out = []
     for s in range(0, len(surface), batch):
-        cloud = torch.from_numpy(surface[s:s + batch, :2048].astype(np.float32))
+        cloud = torch.from_numpy(surface[s:s + batch, :2048].astype(np.float32)).to(device)
         out.append(ae.encode(cloud))
     return torch.cat(out)
 
 
-def normalised_asset_latents(ae, n_assets: int, cache: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Latents of training assets 0..n-1, normalised per (plane, channel); and the mean and std."""
-    data = load_or_build("train", n_assets, cache)
+def normalised_asset_latents(ae, n_assets: int, cache: str, workers: int = 2
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents of training assets 0..n-1 (on the autoencoder's device), normalised per
+    (plane, channel); and the mean and std."""
+    data = load_or_build("train", n_assets, cache, workers)
     latents = encode_assets(ae, data["surface"])
     mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
     std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
@@ -97,16 +101,14 @@ def concept_names() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    device = training_device(args)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
-    ae = load_autoencoder()
-    x0_all, mean, std = normalised_asset_latents(ae, args.assets, args.cache)
-    print(f"encoded {len(x0_all)} assets in {time.time() - t0:.0f}s", flush=True)
+    ae = load_autoencoder(device=device)
+    x0_all, mean, std = normalised_asset_latents(ae, args.assets, args.cache, args.workers)
+    print(f"encoded {len(x0_all)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
-    encoder = SentenceEncoder()
+    encoder = SentenceEncoder(device)
     captions = caption_table(args.assets, args.captions, args.seed)
     flat = [c for row in captions for c in row]
     tokens, masks, raw_pooled = embed(encoder, flat)
@@ -116,26 +118,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"embedded {len(flat)} captions in {time.time() - t0:.0f}s", flush=True)
 
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
-    model = LatentDiT(cfg)
+    model = LatentDiT(cfg).to(device)
     ema = copy.deepcopy(model).eval()
+
+    def make_step(net, opt, sched, rng, gen):
+        def step():
+            asset = rng.integers(0, args.assets, args.batch)
+            cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
+            cond = drop_condition(net, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
+            loss = flow_loss(net, x0_all[asset], cond, generator=gen, t_one=args.t_one)
+            optimise(net, opt, sched, loss)
+            return loss
+        return step
+
+    def throwaway_step(rng, gen):
+        net = copy.deepcopy(model)
+        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+        return make_step(net, opt, warmup_cosine(opt, 300, 1000), rng, gen)
+
+    fit_steps_to_budget(args, device, throwaway_step)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, 300, max(args.schedule_steps, args.steps))
+    train_step = make_step(model, opt, sched, np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
-        asset = rng.integers(0, args.assets, args.batch)
-        cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
-        cond = drop_condition(model, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
-        loss = flow_loss(model, x0_all[asset], cond, generator=gen, t_one=args.t_one)
-        optimise(model, opt, sched, loss)
+        loss = train_step()
         ema_update(ema, model, step, args.ema)
         log(step, loss, sched)
         if step % 1000 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, log.elapsed, step)
+            _save(args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, log.elapsed, step, device)
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step) -> None:
+def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step, device) -> None:
     bank_idx = torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()
     bank = pooled[bank_idx]
     names = concept_names()
@@ -149,4 +165,4 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step)
     save_model(bundle, args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
-               train_seconds=round(train_s), version="1.0")
+               train_seconds=round(train_s), device=device.type, version="1.0")

@@ -10,14 +10,24 @@ from safetensors.torch import load_file, save_file
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 
-def save_model(model: torch.nn.Module, path: str, config: dict, **meta) -> None:
+HALF_MIN_ELEMENTS = 4096  # with half=True, tensors this large are stored as float16
+
+
+def save_model(model: torch.nn.Module, path: str, config: dict, half: bool = False, **meta) -> None:
+    """half=True stores the large tensors (weight matrices, embedding banks) as float16, halving
+    the file; they are read back as float32 (relative change of a weight ~5e-4)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: _storage(v.detach(), half) for k, v in model.state_dict().items()}
     metadata = {"config": json.dumps(config), **{k: json.dumps(v) for k, v in meta.items()}}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata=metadata)
     os.chmod(tmp, 0o644)  # safetensors writes 0600; shipped weights are read by other users
     os.replace(tmp, path)
+
+
+def _storage(t: torch.Tensor, half: bool) -> torch.Tensor:
+    dtype = torch.float16 if half and t.is_floating_point() and t.numel() >= HALF_MIN_ELEMENTS else torch.float32
+    return t.to("cpu", dtype if t.is_floating_point() else t.dtype).contiguous()
 
 
 def read_metadata(path: str) -> dict:
@@ -28,7 +38,9 @@ def read_metadata(path: str) -> dict:
 
 
 def load_state(path: str, device: str | torch.device = "cpu") -> tuple[dict, dict]:
-    return load_file(path, device=str(device)), read_metadata(path)
+    """Tensors as float32 (however they are stored) on device, and the metadata."""
+    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in load_file(path, device=str(device)).items()}
+    return state, read_metadata(path)
 
 
 def load_network(path: str, build, prefix: str, device: str | torch.device = "cpu", train_hint: str = ""):

@@ -61,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain-length", type=int, default=5)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--locality", type=float, default=None, help="default: the pipeline's")
     p.add_argument("--device", default="auto")
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     ae = load_autoencoder(device=device)
     editor = LatentEditor.load(args.weights, device)
-    kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps)) if v is not None}
+    kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
+          if v is not None}
     grid = grid_points(64)
     t0 = time.time()
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw}

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--guidance", type=float, default=None, help="default: the pipeline's")
+    p.add_argument("--steps", type=int, default=None, help="flow steps (default: the pipeline's)")
     p.add_argument("--json-out", default=None)
 
 
@@ -80,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     gen = TextToAsset.load(args.weights, device)
     clf = load_classifier(device=device)
     t0 = time.time()
-    summary = {"model": "text", "weights": os.path.relpath(args.weights, REPO)}
+    sampling = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps)) if v is not None}
+    summary = {"model": "text", "weights": os.path.relpath(args.weights, REPO), **sampling}
     for name, items in heldout_sets(args.prompts).items():
         rows = []
         for k, (prompt, spec) in enumerate(items):
-            latent, _ = gen.generate_latent(prompt, seed=k)
+            latent, _ = gen.generate_latent(prompt, seed=k, **sampling)
             m = measure(ae, latent, args.resolution)
             rows.append((prompt, spec, m, classify(clf, m["grid"][None])[0]))
         per_cat = {}
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"   {prompt!r:70.70s} -> {cat:8s} {top:7s} (want {spec.category}, {spec.main_colour()})")
     div = {}
     for prompt in DIVERSITY_PROMPTS:
-        samples = [measure(ae, gen.generate_latent(prompt, seed=s)[0], args.resolution) for s in range(args.seeds)]
+        samples = [measure(ae, gen.generate_latent(prompt, seed=s, **sampling)[0], args.resolution) for s in range(args.seeds)]
         kept = []
         for s in samples:
             occ = s["grid"][0] < 0

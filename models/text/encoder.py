@@ -51,12 +51,16 @@ class SentenceEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> Encoded:
-        batch = self.tokenizer([t.lower().strip() for t in texts], padding="max_length", truncation=True,
+        # padded to the batch's longest text (real tokens' features do not depend on padding:
+        # it is masked out of attention), then with zeros to MAX_TOKENS for a fixed shape
+        batch = self.tokenizer([t.lower().strip() for t in texts], padding="longest", truncation=True,
                                max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
         hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].bool()
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return Encoded(hidden, mask, F.normalize(pooled, dim=-1))
+        pad = MAX_TOKENS - hidden.shape[1]
+        hidden = F.pad(hidden * mask[..., None], (0, 0, 0, pad))
+        return Encoded(hidden, F.pad(mask, (0, pad)), F.normalize(pooled, dim=-1))
 
 
 @lru_cache(maxsize=None)

@@ -162,6 +162,6 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
                             instruction_bank=bank.half(),
                             unsupported_bank=encoder.encode(unsupported.phrases()).pooled.half(),
                             example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
-    save_model(bundle, args.out, cfg.to_dict(), ood_threshold=round(ood_threshold(encoder, bank), 4),
+    save_model(bundle, args.out, cfg.to_dict(), half=True, ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), device=device.type, version="1.0")

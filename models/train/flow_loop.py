@@ -75,6 +75,16 @@ def drop_condition(model, rng: np.random.Generator, rate: float, pooled, tokens,
     return pooled, tokens, mask
 
 
+def drop_tokens(model, rng: np.random.Generator, rate: float, pooled, tokens, mask) -> tuple:
+    """Mask the token features of a random `rate` of the batch, keeping the pooled embedding."""
+    drop = torch.from_numpy(rng.random(len(pooled)) < rate)
+    if drop.any():
+        _, nt, nm = model.null_condition(int(drop.sum()), tokens.shape[1])
+        tokens, mask = tokens.clone(), mask.clone()
+        tokens[drop], mask[drop] = nt, nm
+    return pooled, tokens, mask
+
+
 def warmup_cosine(opt, warmup: int, horizon: int, floor: float = 0.05):
     """Linear warm-up, then cosine from 1 to `floor` over `horizon` steps."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (

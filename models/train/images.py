@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         log(step, loss, sched)
         if step % 500 == 0 or step == args.steps:
             save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
-                       seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
+                       half=True, seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
                        batch=args.batch, assets=args.assets, variants=args.variants, back_rate=args.back_rate,
                        train_seconds=round(log.elapsed), device=device.type, version="1.0")
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)

@@ -29,8 +29,8 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, ema_update, fit_steps_to_budget, optimise,
-                        training_device, warmup_cosine, weights_bundle)
+from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, drop_tokens, ema_update, fit_steps_to_budget,
+                        optimise, training_device, warmup_cosine, weights_bundle)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--assets", type=int, default=4000)
     p.add_argument("--captions", type=int, default=10, help="captions per asset")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
+    p.add_argument("--token-dropout", type=float, default=0.0,
+                   help="share of samples conditioned on the pooled sentence embedding alone (token features "
+                        "masked), so that the sentence-level meaning, which paraphrases share, carries the asset")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--t-one", type=float, default=0.5,
                    help="share of each batch trained at t = 1, where the prompt is the only information")
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             asset = rng.integers(0, args.assets, args.batch)
             cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
             cond = drop_condition(net, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
+            if args.token_dropout > 0:
+                cond = drop_tokens(net, rng, args.token_dropout, *cond)
             loss = flow_loss(net, x0_all[asset], cond, generator=gen, t_one=args.t_one)
             optimise(net, opt, sched, loss)
             return loss
@@ -162,7 +167,8 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step,
     threshold = float(torch.quantile(sims, 0.01)) - 0.02
     bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, caption_bank=bank.half(),
                             concept_bank=concept_bank.half(), **text_stats)
-    save_model(bundle, args.out, cfg.to_dict(), concepts=names, ood_threshold=round(threshold, 4),
+    save_model(bundle, args.out, cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
+               token_dropout=args.token_dropout,
                train_seconds=round(train_s), device=device.type, version="1.0")

@@ -31,8 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--schedule-steps", type=int, default=2500,
+    p.add_argument("--steps", type=int, default=3300)
+    p.add_argument("--schedule-steps", type=int, default=3300,
                    help="cosine schedule length; --steps N below it reproduces step N of the longer run")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=4e-4)

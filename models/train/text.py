@@ -37,8 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=3000, help="optimisation steps to run")
-    p.add_argument("--schedule-steps", type=int, default=5000,
+    p.add_argument("--steps", type=int, default=4000, help="optimisation steps to run")
+    p.add_argument("--schedule-steps", type=int, default=4000,
                    help="length of the cosine learning-rate schedule; a run of --steps N < this reproduces "
                         "step N of a longer run exactly")
     p.add_argument("--batch", type=int, default=48)

@@ -3,6 +3,7 @@ long, classifier-free-guidance dropout of the condition, the warm-up + cosine sc
 optimiser step with clipping, the EMA of the weights, and the step log."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -63,6 +64,25 @@ def fit_steps_to_budget(args, device: torch.device, make_step) -> None:
     if args.time_budget > 0 or args.deadline:
         step = make_step(np.random.default_rng(12345), torch.Generator().manual_seed(12345))
         args.steps = args.schedule_steps = steps_that_fit(step, min(budgets, default=1.0), device)
+
+
+def planned_run(args, device: torch.device, model: torch.nn.Module, make_step, warmup: int):
+    """(schedule, step function) of a run: AdamW (args.lr, wd 0.01) with warm-up + cosine over
+    the run's steps. make_step(net, opt, sched, rng, generator) -> a function doing one step.
+    With --time-budget or --deadline the step count is fitted first on throwaway copies."""
+    def adamw(net):
+        return torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+
+    def throwaway_step(rng, gen):
+        net = copy.deepcopy(model)
+        opt = adamw(net)
+        return make_step(net, opt, warmup_cosine(opt, warmup, 1000), rng, gen)
+
+    fit_steps_to_budget(args, device, throwaway_step)
+    opt = adamw(model)
+    sched = warmup_cosine(opt, warmup, max(args.schedule_steps, args.steps))
+    return sched, make_step(model, opt, sched, np.random.default_rng(args.seed),
+                            torch.Generator().manual_seed(args.seed))
 
 
 def drop_condition(model, rng: np.random.Generator, rate: float, pooled, tokens, mask) -> tuple:

@@ -14,7 +14,6 @@ import copy
 import os
 import time
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_model
@@ -22,8 +21,8 @@ from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS
 from ..triplane.loading import load_autoencoder
-from .flow_loop import (StepLog, add_runtime_arguments, ema_update, fit_steps_to_budget, optimise, training_device,
-                        warmup_cosine, weights_bundle)
+from .flow_loop import (StepLog, add_runtime_arguments, ema_update, optimise, planned_run, training_device,
+                        weights_bundle)
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     model = TriplaneReconstructor(cfg).to(device)
     ema = copy.deepcopy(model).eval()
 
-    def make_step(net, opt, sched, rng):
+    def make_step(net, opt, sched, rng, _gen):
         def step():
             idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
             vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
@@ -76,15 +75,7 @@ def run(args: argparse.Namespace) -> int:
             return loss
         return step
 
-    def throwaway_step(rng, _gen):
-        net = copy.deepcopy(model)
-        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
-        return make_step(net, opt, warmup_cosine(opt, 200, 1000), rng)
-
-    fit_steps_to_budget(args, device, throwaway_step)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = warmup_cosine(opt, 200, max(args.schedule_steps, args.steps))
-    train_step = make_step(model, opt, sched, np.random.default_rng(args.seed))
+    sched, train_step = planned_run(args, device, model, make_step, warmup=200)
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
         loss = train_step()

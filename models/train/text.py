@@ -29,8 +29,8 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, drop_tokens, ema_update, fit_steps_to_budget,
-                        optimise, training_device, warmup_cosine, weights_bundle)
+from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, drop_tokens, ema_update, optimise,
+                        planned_run, training_device, weights_bundle)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -136,15 +136,7 @@ def run(args: argparse.Namespace) -> int:
             return loss
         return step
 
-    def throwaway_step(rng, gen):
-        net = copy.deepcopy(model)
-        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
-        return make_step(net, opt, warmup_cosine(opt, 300, 1000), rng, gen)
-
-    fit_steps_to_budget(args, device, throwaway_step)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = warmup_cosine(opt, 300, max(args.schedule_steps, args.steps))
-    train_step = make_step(model, opt, sched, np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    sched, train_step = planned_run(args, device, model, make_step, warmup=300)
     log = StepLog(args.run_dir)
     for step in range(1, args.steps + 1):
         loss = train_step()

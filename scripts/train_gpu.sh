@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The recipe of the shipped text, edit and images weights: one CUDA machine (an H100 here),
-# about 9 minutes. The three trainings share the GPU; data generation (numpy, the procedural
-# world) uses every CPU core first. Each training fits its step count to the time left
-# (--deadline) and records it in its weights, so
+# Train the text, edit and images models side by side on one CUDA machine, planned for about
+# 9 minutes. The shipped weights do NOT come from this script yet: its one try (an H100, with
+# BLAS threads not yet pinned) spent 438 s building the asset data, and the text weights it then
+# trained were lost (see models/cards/text.md). The three trainings share the GPU; data
+# generation (numpy, the procedural world) uses every CPU core first. Each training fits its
+# step count to the time left (--deadline) and records it in its weights, so
 #   python -m models.train text --seed 0 --steps K --schedule-steps K <the arguments below>
-# reproduces it (up to CUDA's floating-point order). Then runs the CUDA inference path once.
+# reproduces it (up to CUDA's floating-point order). Then it runs the CUDA inference path once.
 #
 #   OUT=runs/gpu bash scripts/train_gpu.sh [seconds, default 470]
 set -u

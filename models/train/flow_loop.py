@@ -85,6 +85,20 @@ def planned_run(args, device: torch.device, model: torch.nn.Module, make_step, w
                             torch.Generator().manual_seed(args.seed))
 
 
+def train(args, model: torch.nn.Module, sched, train_step, save_every: int, save) -> None:
+    """The loop the trainings share: args.steps calls of train_step(), the EMA of the weights,
+    the step log, and save(ema, step, elapsed_seconds) every save_every steps and at the end."""
+    ema = copy.deepcopy(model).eval()
+    log = StepLog(args.run_dir)
+    for step in range(1, args.steps + 1):
+        loss = train_step()
+        ema_update(ema, model, step, args.ema)
+        log(step, loss, sched)
+        if step % save_every == 0 or step == args.steps:
+            save(ema, step, log.elapsed)
+    print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
+
+
 def drop_condition(model, rng: np.random.Generator, rate: float, pooled, tokens, mask) -> tuple:
     """Replace a random `rate` of the batch's conditions by the model's null condition."""
     drop = torch.from_numpy(rng.random(len(pooled)) < rate)

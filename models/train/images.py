@@ -10,7 +10,6 @@ Writes models/weights/images.safetensors (EMA weights and the latent normalisati
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
@@ -21,8 +20,7 @@ from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS
 from ..triplane.loading import load_autoencoder
-from .flow_loop import (StepLog, add_runtime_arguments, ema_update, optimise, planned_run, training_device,
-                        weights_bundle)
+from .flow_loop import add_runtime_arguments, optimise, planned_run, train, training_device, weights_bundle
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
     model = TriplaneReconstructor(cfg).to(device)
-    ema = copy.deepcopy(model).eval()
 
     def make_step(net, opt, sched, rng, _gen):
         def step():
@@ -76,15 +73,12 @@ def run(args: argparse.Namespace) -> int:
         return step
 
     sched, train_step = planned_run(args, device, model, make_step, warmup=200)
-    log = StepLog(args.run_dir)
-    for step in range(1, args.steps + 1):
-        loss = train_step()
-        ema_update(ema, model, step, args.ema)
-        log(step, loss, sched)
-        if step % 500 == 0 or step == args.steps:
-            save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
-                       half=True, seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
-                       batch=args.batch, assets=args.assets, variants=args.variants, back_rate=args.back_rate,
-                       train_seconds=round(log.elapsed), device=device.type, version="1.0")
-    print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
+
+    def save(ema, step, elapsed):
+        save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
+                   half=True, seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
+                   batch=args.batch, assets=args.assets, variants=args.variants, back_rate=args.back_rate,
+                   train_seconds=round(elapsed), device=device.type, version="1.0")
+
+    train(args, model, sched, train_step, 500, save)
     return 0

@@ -10,7 +10,6 @@ out-of-domain warnings and the calibrated warning threshold.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
@@ -29,8 +28,8 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import (StepLog, add_runtime_arguments, drop_condition, drop_tokens, ema_update, optimise,
-                        planned_run, training_device, weights_bundle)
+from .flow_loop import (add_runtime_arguments, drop_condition, drop_tokens, optimise, planned_run, train,
+                        training_device, weights_bundle)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -122,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
     model = LatentDiT(cfg).to(device)
-    ema = copy.deepcopy(model).eval()
 
     def make_step(net, opt, sched, rng, gen):
         def step():
@@ -137,14 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return step
 
     sched, train_step = planned_run(args, device, model, make_step, warmup=300)
-    log = StepLog(args.run_dir)
-    for step in range(1, args.steps + 1):
-        loss = train_step()
-        ema_update(ema, model, step, args.ema)
-        log(step, loss, sched)
-        if step % 1000 == 0 or step == args.steps:
-            _save(args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, log.elapsed, step, device)
-    print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
+    train(args, model, sched, train_step, 1000, lambda ema, step, elapsed: _save(
+        args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, elapsed, step, device))
     return 0
 
 

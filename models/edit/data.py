@@ -89,15 +89,20 @@ def source_edits(split: str, index: int, per_source: int, phrasing: str = "train
             yield key, pair
 
 
-def instruction_variants(pairs: list[dict], n_sources: int, per_source: int = EDITS_PER_SOURCE) -> list[list[str]]:
-    """Every training template of each pair's edit, filled with the pair's own words. Pairs are
-    replayed from their keys (about 1.5 ms each), so cached clouds get new phrasings without a
-    rebuild: templates are drawn last, after the edit itself."""
+def replayed_pairs(pairs: list[dict], n_sources: int, per_source: int = EDITS_PER_SOURCE) -> list[EditPair]:
+    """The EditPair of each cached pair, replayed from its key (about 1.5 ms each): cached clouds
+    get new phrasings and their edit's details without a rebuild (templates are drawn last,
+    after the edit itself)."""
     replayed = [(key.source, pair) for i in range(n_sources) for key, pair in source_edits("train", i, per_source)]
     if len(replayed) != len(pairs) or any((src, EDIT_KINDS.index(pair.kind)) != (p["source"], p["kind"])
                                           for (src, pair), p in zip(replayed, pairs)):
         raise RuntimeError("cached edit pairs do not match the procedural world: delete the cache and rebuild")
-    return [pair.phrasings() for _, pair in replayed]
+    return [pair for _, pair in replayed]
+
+
+def instruction_variants(pairs: list[dict], n_sources: int, per_source: int = EDITS_PER_SOURCE) -> list[list[str]]:
+    """Every training template of each pair's edit, filled with the pair's own words."""
+    return [pair.phrasings() for pair in replayed_pairs(pairs, n_sources, per_source)]
 
 
 def _source_record(args) -> list[dict]:

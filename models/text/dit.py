@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .prompt_head import AttributeProbe, PromptHead
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -25,6 +27,13 @@ class DiTConfig:
     heads: int = 4
     text_dim: int = 384
     extra_cond_tokens: int = 0   # e.g. source-latent tokens for editing (concatenated to the sequence)
+    summary_queries: int = 0     # > 0: a learned prompt summary (PromptHead) conditions adaLN and cross-attention
+    summary_width: int = 256
+    attend_raw_tokens: bool = True  # cross-attend the encoder's token features too (besides the summary)
+    attribute_classes: tuple = ()   # output sizes of the summary's training read-out (AttributeProbe)
+
+    def __post_init__(self):
+        object.__setattr__(self, "attribute_classes", tuple(self.attribute_classes))  # JSON gives a list
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +123,12 @@ class LatentDiT(nn.Module):
         self.text_tokens = nn.Linear(cfg.text_dim, w)
         self.null_pool = nn.Parameter(torch.zeros(cfg.text_dim))
         self.null_tokens = nn.Parameter(torch.zeros(1, cfg.text_dim))
+        if cfg.summary_queries:
+            self.prompt_head = PromptHead(cfg.text_dim, cfg.summary_queries, cfg.summary_width)
+            self.summary_pool = nn.Linear(cfg.summary_queries * cfg.summary_width, w)
+            self.summary_tokens = nn.Linear(cfg.summary_width, w)
+            if cfg.attribute_classes:
+                self.prompt_probe = AttributeProbe(cfg.summary_queries * cfg.summary_width, cfg.attribute_classes)
         self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
@@ -130,14 +145,28 @@ class LatentDiT(nn.Module):
         mask[:, 0] = True
         return pooled, tokens, mask
 
+    def context(self, pooled, tokens, mask) -> tuple:
+        """The text condition as (adaLN vector (B, W), cross-attention tokens, their mask)."""
+        cond = self.text_pool(pooled)
+        ctx = self.text_tokens(tokens)
+        if not self.cfg.summary_queries:
+            return cond, ctx, mask
+        summary = self.prompt_head(tokens, mask)
+        cond = cond + self.summary_pool(summary.flatten(1))
+        s_ctx = self.summary_tokens(summary)
+        s_mask = torch.ones(summary.shape[:2], dtype=torch.bool, device=mask.device)
+        if not self.cfg.attend_raw_tokens:
+            return cond, s_ctx, s_mask
+        return cond, torch.cat([s_ctx, ctx], 1), torch.cat([s_mask, mask], 1)
+
     def forward(self, x_t, t, pooled, tokens, mask, source: torch.Tensor | None = None):
         """x_t (B, 3, C, R, R), t (B,), pooled (B, 384), tokens (B, L, 384), mask (B, L) -> velocity."""
         cfg = self.cfg
         h = self.embed(patchify(x_t, cfg.patch)) + self.pos
         if source is not None:
             h = h + self.cond_embed(patchify(source, cfg.patch))
-        cond = self.t_embed(timestep_embedding(t, 256)) + self.text_pool(pooled)
-        ctx = self.text_tokens(tokens)
+        text, ctx, mask = self.context(pooled, tokens, mask)
+        cond = self.t_embed(timestep_embedding(t, 256)) + text
         for block in self.blocks:
             h = block(h, cond, ctx, mask)
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)

@@ -20,17 +20,18 @@ import torch
 
 from ..checkpoint import save_model
 from ..edit import unsupported
-from ..edit.data import PairKey, edit_for, instruction_variants, load_or_build_pairs
+from ..edit.data import PairKey, edit_for, load_or_build_pairs, replayed_pairs
 from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES
 from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..triplane.loading import load_autoencoder
-from ..world.edits import EDIT_KINDS
-from .flow_loop import (add_runtime_arguments, drop_condition, optimise, planned_run, train, training_device,
-                        weights_bundle)
-from .text import embed
+from ..world.edits import EDIT_KINDS, EditPair
+from ..world.palette import COLOUR_NAMES, PATTERNS
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, optimise, planned_run,
+                        pretrain_prompt_head, train, training_device, weights_bundle)
+from .text import embed, pick
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
+    add_summary_arguments(p)
     add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "edit"))
@@ -75,6 +77,41 @@ def encoded_pairs(ae, pairs: list[dict], path: str) -> tuple[torch.Tensor, torch
     tgt = encode_clouds(ae, [p["tgt"] for p in pairs])
     torch.save({"key": key, "src": src.cpu(), "tgt": tgt.cpu()}, path)
     return src, tgt
+
+
+AXES = ("none", "whole", "z", "x")
+
+
+def edit_targets(edits: list[EditPair]) -> dict:
+    """What each edit does, as the instruction summary's auxiliary targets (class indices): its
+    kind, the colour it applies (or none), the direction of a resize (down, none, up), the axis
+    of a resize and the pattern it adds (or none). The instruction states each of these."""
+    def colour(e):
+        return COLOUR_NAMES.index(e.details["colour"]) if "colour" in e.details else len(COLOUR_NAMES)
+
+    def direction(e):
+        return 1 + e.details["direction"] if e.kind.startswith("resize") else 1
+
+    def axis(e):
+        return AXES.index({"resize_whole": "whole", "resize_axis": e.details.get("axis")}.get(e.kind) or "none")
+
+    def pattern(e):
+        return PATTERNS.index(e.details["pattern"]) if e.kind == "add_pattern" else 0
+
+    return {name: torch.tensor([f(e) for e in edits]) for name, f in (
+        ("kind", lambda e: EDIT_KINDS.index(e.kind)), ("colour", colour), ("direction", direction),
+        ("axis", axis), ("pattern", pattern))}
+
+
+EDIT_TARGET_CLASSES = (len(EDIT_KINDS), len(COLOUR_NAMES) + 1, 3, len(AXES), len(PATTERNS))
+
+
+def held_out_instructions(encoder: SentenceEncoder, text_stats: dict, device, n: int = 300) -> tuple:
+    """Standardised features and targets of held-out phrasings on held-out sources (only reported)."""
+    edits = [e for e in (edit_for(PairKey("test", 20000 + i, 0, "heldout")) for i in range(n)) if e is not None]
+    enc = encoder.encode([e.instruction for e in edits])
+    _, tokens, masks = standardise_text(enc.pooled, enc.tokens, enc.mask, text_stats)
+    return tokens, masks, {k: v.to(device) for k, v in edit_targets(edits).items()}
 
 
 def ood_threshold(encoder: SentenceEncoder, bank: torch.Tensor, n: int = 200) -> float:
@@ -108,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = SentenceEncoder(device)
     # each step draws one of the pair's training phrasings ("make it blue", "paint it blue", ...)
-    variants = instruction_variants(pairs, args.sources)
+    edits = replayed_pairs(pairs, args.sources)
+    variants = [e.phrasings() for e in edits]
     texts = sorted({t for v in variants for t in v})
     index = {t: i for i, t in enumerate(texts)}
     flat = torch.tensor([index[t] for v in variants for t in v])
@@ -119,16 +157,32 @@ def run(args: argparse.Namespace) -> int:
     pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
     print(f"{len(texts)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
 
-    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res, extra_cond_tokens=1)
+    targets = {k: v.to(device) for k, v in edit_targets(edits).items()}
+    text_of_pair = flat.to(device)
+    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res, extra_cond_tokens=1,
+                    summary_queries=args.summary_queries, attend_raw_tokens=not args.no_raw_tokens,
+                    attribute_classes=EDIT_TARGET_CLASSES if args.summary_queries else ())
     model = LatentDiT(cfg).to(device)
+
+    def instruction_batch(rng, batch):
+        pair = rng.integers(0, len(pairs), batch)
+        k = text_of_pair[offsets[pair] + rng.integers(0, counts[pair])]
+        return tokens[k].float(), masks[k], pick(targets, torch.from_numpy(pair))
+
+    if args.summary_queries and args.head_pretrain:
+        pretrain_prompt_head(model, instruction_batch, args.head_pretrain, args.seed,
+                             held_out_instructions(encoder, text_stats, device))
 
     def make_step(net, opt, sched, rng, gen):
         def step():
-            pick = rng.integers(0, len(pairs), args.batch)
-            b = torch.from_numpy(pick)
-            k = flat[offsets[pick] + rng.integers(0, counts[pick])]
+            pair = rng.integers(0, len(pairs), args.batch)
+            b = torch.from_numpy(pair)
+            k = flat[offsets[pair] + rng.integers(0, counts[pair])]
             cond = drop_condition(net, rng, args.cfg_dropout, pooled[k], tokens[k].float(), masks[k])
             loss = flow_loss(net, delta_n[b], (*cond, source_n[b]), generator=gen, t_one=args.t_one)
+            if args.summary_queries and args.aux_weight > 0:
+                summary = net.prompt_head(tokens[k].float(), masks[k])
+                loss = loss + args.aux_weight * net.prompt_probe.loss(summary, pick(targets, b))
             optimise(net, opt, sched, loss)
             return loss
         return step
@@ -147,4 +201,4 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
                             example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
     save_model(bundle, args.out, cfg.to_dict(), half=True, ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               sources=args.sources, pairs=n_pairs, train_seconds=round(train_s), device=device.type, version="1.0")
+               sources=args.sources, pairs=n_pairs, head_pretrain=args.head_pretrain, aux_weight=args.aux_weight, train_seconds=round(train_s), device=device.type, version="1.0")

@@ -30,6 +30,17 @@ def add_runtime_arguments(p, threads: int = 1) -> None:
                         "is ready; for several trainings sharing one machine)")
 
 
+def add_summary_arguments(p) -> None:
+    p.add_argument("--summary-queries", type=int, default=8,
+                   help="vectors in the learned prompt summary (0: condition on the raw encoder features only)")
+    p.add_argument("--no-raw-tokens", action="store_true",
+                   help="cross-attend the prompt summary only, not the encoder's token features")
+    p.add_argument("--head-pretrain", type=int, default=1500,
+                   help="steps training the prompt summary on its attribute targets before the DiT")
+    p.add_argument("--aux-weight", type=float, default=0.1,
+                   help="weight of the summary's attribute loss during DiT training")
+
+
 def training_device(args) -> torch.device:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -97,6 +108,30 @@ def train(args, model: torch.nn.Module, sched, train_step, save_every: int, save
         if step % save_every == 0 or step == args.steps:
             save(ema, step, log.elapsed)
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
+
+
+def pretrain_prompt_head(model, sample_batch, steps: int, seed: int, held_out: tuple | None = None,
+                         batch: int = 256) -> None:
+    """Train the DiT's prompt summary and its attribute read-out alone, so that the DiT is
+    conditioned from its first step on a summary that already separates what the texts describe.
+    sample_batch(rng, batch) -> (tokens, masks, targets); held_out: the same, only reported."""
+    params = list(model.prompt_head.parameters()) + list(model.prompt_probe.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    rng = np.random.default_rng([seed, 11])
+    for step in range(1, steps + 1):
+        tokens, masks, targets = sample_batch(rng, batch)
+        loss = model.prompt_probe.loss(model.prompt_head(tokens, masks), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 500 == 0 or step == steps:
+            report = f"prompt head {step}/{steps}: attribute loss {loss.item():.3f}"
+            if held_out is not None:
+                h_tokens, h_masks, h_targets = held_out
+                with torch.no_grad():
+                    acc = model.prompt_probe.accuracy(model.prompt_head(h_tokens, h_masks), h_targets)
+                report += "; held-out phrasings: " + ", ".join(f"{k} {v:.2f}" for k, v in acc.items())
+            print(report, flush=True)
 
 
 def drop_condition(model, rng: np.random.Generator, rate: float, pooled, tokens, mask) -> tuple:

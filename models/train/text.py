@@ -20,7 +20,7 @@ from ..checkpoint import save_model
 from ..data import load_or_build
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
-from ..world.captions import caption
+from ..world.captions import SIZE_WORDS, caption, size_words
 from ..world.categories import CATEGORIES, CATEGORY_NAMES
 from ..world.palette import COLOUR_NAMES
 from ..text.conditioning import standardise_text, text_statistics
@@ -28,9 +28,11 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import (add_runtime_arguments, drop_condition, drop_tokens, optimise, planned_run, train,
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, drop_tokens, optimise, planned_run,
+                        pretrain_prompt_head, train,
                         training_device, weights_bundle)
 
+SIZE_NAMES = tuple(SIZE_WORDS)  # small, large, tall, short
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -51,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--t-one", type=float, default=0.5,
                    help="share of each batch trained at t = 1, where the prompt is the only information")
+    add_summary_arguments(p)
     add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
@@ -87,6 +90,26 @@ def caption_table(n: int, k: int, seed: int, split: str = "train", phrasing: str
     return table
 
 
+def attribute_targets(n: int, split: str = "train") -> dict:
+    """What each asset 0..n-1 is, as the prompt summary's auxiliary targets: category and main
+    colour (indices), the colours on it and its size words (multi-hot). Every caption of the
+    asset states all of these."""
+    specs = [sample_asset_spec(split, i) for i in range(n)]
+    colours = torch.zeros(n, len(COLOUR_NAMES))
+    sizes = torch.zeros(n, len(SIZE_NAMES))
+    for i, spec in enumerate(specs):
+        used = set(spec.colours.values()) | {second for _, second in spec.patterns.values()}
+        colours[i, [COLOUR_NAMES.index(c) for c in used]] = 1
+        sizes[i, [SIZE_NAMES.index(w) for w in size_words(spec)]] = 1
+    return {"category": torch.tensor([CATEGORY_NAMES.index(s.category) for s in specs]),
+            "main_colour": torch.tensor([COLOUR_NAMES.index(s.main_colour()) for s in specs]),
+            "colours": colours, "sizes": sizes}
+
+
+def pick(targets: dict, idx) -> dict:
+    return {k: v[idx] for k, v in targets.items()}
+
+
 @torch.no_grad()
 def embed(encoder: SentenceEncoder, texts: list[str], batch: int = 256):
     toks, masks, pooled = [], [], []
@@ -96,6 +119,26 @@ def embed(encoder: SentenceEncoder, texts: list[str], batch: int = 256):
         masks.append(e.mask)
         pooled.append(e.pooled)
     return torch.cat(toks), torch.cat(masks), torch.cat(pooled)
+
+
+def embedded_captions(encoder: SentenceEncoder, captions: list[list[str]], path: str) -> tuple:
+    """(tokens fp16, masks, pooled) of the flattened caption table, cached at `path`."""
+    if os.path.exists(path):
+        cached = torch.load(path, weights_only=True)  # written below by this function
+        if cached["count"] == sum(map(len, captions)):
+            return cached["tokens"], cached["masks"], cached["pooled"]
+    tokens, masks, pooled = embed(encoder, [c for row in captions for c in row])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"tokens": tokens, "masks": masks, "pooled": pooled, "count": len(pooled)}, path)
+    return tokens, masks, pooled
+
+
+def held_out_phrasings(encoder: SentenceEncoder, text_stats: dict, device, n: int = 300) -> tuple:
+    """Standardised token features and attribute targets of held-out phrasings of held-out assets
+    (only reported in the log, never trained on)."""
+    enc = encoder.encode([row[0] for row in caption_table(n, 1, 1, "test", "heldout")])
+    _, tokens, masks = standardise_text(enc.pooled, enc.tokens, enc.mask, text_stats)
+    return tokens, masks, {k: v.to(device) for k, v in attribute_targets(n, "test").items()}
 
 
 def concept_names() -> list[str]:
@@ -112,15 +155,26 @@ def run(args: argparse.Namespace) -> int:
 
     encoder = SentenceEncoder(device)
     captions = caption_table(args.assets, args.captions, args.seed)
-    flat = [c for row in captions for c in row]
-    tokens, masks, raw_pooled = embed(encoder, flat)
+    cache = os.path.join(args.cache, f"text_captions_{args.assets}x{args.captions}_seed{args.seed}.pt")
+    tokens, masks, raw_pooled = embedded_captions(encoder, captions, cache)
+    tokens, masks, raw_pooled = tokens.to(device), masks.to(device), raw_pooled.to(device)
     text_stats = text_statistics(raw_pooled, tokens, masks)
     pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
     tokens = tokens.half()
-    print(f"embedded {len(flat)} captions in {time.time() - t0:.0f}s", flush=True)
+    print(f"embedded {len(pooled)} captions in {time.time() - t0:.0f}s", flush=True)
 
-    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
+    targets = {k: v.to(device) for k, v in attribute_targets(args.assets).items()}
+    cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res,
+                    summary_queries=args.summary_queries, attend_raw_tokens=not args.no_raw_tokens,
+                    attribute_classes=(len(CATEGORY_NAMES), len(COLOUR_NAMES), len(COLOUR_NAMES), len(SIZE_NAMES))
+                    if args.summary_queries else ())
     model = LatentDiT(cfg).to(device)
+    if args.summary_queries and args.head_pretrain:
+        def caption_batch(rng, batch):
+            cap = rng.integers(0, len(tokens), batch)
+            return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
+        pretrain_prompt_head(model, caption_batch, args.head_pretrain, args.seed,
+                             held_out_phrasings(encoder, text_stats, device))
 
     def make_step(net, opt, sched, rng, gen):
         def step():
@@ -130,6 +184,9 @@ def run(args: argparse.Namespace) -> int:
             if args.token_dropout > 0:
                 cond = drop_tokens(net, rng, args.token_dropout, *cond)
             loss = flow_loss(net, x0_all[asset], cond, generator=gen, t_one=args.t_one)
+            if args.summary_queries and args.aux_weight > 0:
+                summary = net.prompt_head(tokens[cap].float(), masks[cap])
+                loss = loss + args.aux_weight * net.prompt_probe.loss(summary, pick(targets, torch.from_numpy(asset)))
             optimise(net, opt, sched, loss)
             return loss
         return step
@@ -154,5 +211,5 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step,
     save_model(bundle, args.out, cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
-               token_dropout=args.token_dropout,
+               token_dropout=args.token_dropout, head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
                train_seconds=round(train_s), device=device.type, version="1.0")

@@ -58,14 +58,25 @@ def judge(autoencoder):
 
 
 @pytest.mark.parametrize("prompt, category, colour", [
-    ("make me a chair coloured turquoise", "chair", "teal"),  # held-out template and colour synonym
     ("a green chair", "chair", "green"),                      # a (category, colour) never trained on
     ("an orange sword", "sword", "orange"),                   # another held-out combination
 ])
-def test_prompts_never_seen_in_training_give_the_named_category_and_colour(text_model, judge, prompt, category,
-                                                                          colour):
-    """Examples that work; over all held-out prompts the shipped model is right on category
-    46-66% and colour 33-63% of the time (models/cards/text.md)."""
+def test_held_out_combinations_give_the_named_category_and_colour(text_model, judge, prompt, category, colour):
     latents, _ = text_model.generate_latents([prompt] * 3, [0, 1, 2])
     verdicts = [judge(latents[i:i + 1]) for i in range(3)]
     assert sum(v == (category, colour) for v in verdicts) >= 2, verdicts
+
+
+def test_held_out_prompt_sets_are_followed_far_above_chance(text_model, judge):
+    """The first 12 prompts of each held-out set of the evaluation (new phrasings, nouns and
+    colour words; unseen category x colour combinations). Chance is 1/13 for the category
+    and 1/12 for the colour; the shipped model gets 12/24 and 14/24 here, 53-68% and 47-73%
+    over the full sets (models/cards/text.md)."""
+    from models.eval.text import heldout_sets
+
+    items = [item for rows in heldout_sets(12).values() for item in rows]
+    latents, _ = text_model.generate_latents([p for p, _ in items], list(range(12)) * 2)
+    verdicts = [judge(latents[i:i + 1]) for i in range(len(items))]
+    category = sum(v[0] == spec.category for v, (_, spec) in zip(verdicts, items))
+    colour = sum(v[1] == spec.main_colour() for v, (_, spec) in zip(verdicts, items))
+    assert category >= 8 and colour >= 8, (category, colour)

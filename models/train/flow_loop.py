@@ -30,8 +30,8 @@ def add_runtime_arguments(p, threads: int = 1) -> None:
                         "is ready; for several trainings sharing one machine)")
 
 
-def add_summary_arguments(p) -> None:
-    p.add_argument("--summary-queries", type=int, default=8,
+def add_summary_arguments(p, queries: int = 8) -> None:
+    p.add_argument("--summary-queries", type=int, default=queries,
                    help="vectors in the learned prompt summary (0: condition on the raw encoder features only)")
     p.add_argument("--no-raw-tokens", action="store_true",
                    help="cross-attend the prompt summary only, not the encoder's token features")

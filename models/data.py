@@ -7,6 +7,7 @@ Deterministic for (split, index).
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -75,10 +76,15 @@ def build_dataset(split: str, n: int, workers: int | None = None) -> dict[str, n
 
 
 def load_or_build(split: str, n: int, cache_dir: str, workers: int | None = None) -> dict[str, np.ndarray]:
+    """Records of assets 0..n-1, cached; a cache of more assets of the split is sliced (each
+    asset's record depends only on its index)."""
     path = os.path.join(cache_dir, f"ae_{split}_{n}.npz")
-    if os.path.exists(path):
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+    larger = sorted((int(m.group(1)), m.group(0)) for m in (
+        re.fullmatch(rf"ae_{split}_(\d+)\.npz", f) for f in (os.listdir(cache_dir) if os.path.isdir(cache_dir) else ()))
+        if m and int(m.group(1)) >= n)
+    if larger:
+        with np.load(os.path.join(cache_dir, larger[0][1])) as z:
+            return {k: z[k][:n] for k in z.files}
     data = build_dataset(split, n, workers)
     os.makedirs(cache_dir, exist_ok=True)
     np.savez(path + ".tmp.npz", **data)

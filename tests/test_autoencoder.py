@@ -99,3 +99,14 @@ def test_tiny_model_trains(tmp_path):
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first
+
+
+def test_cached_records_of_more_assets_serve_fewer(tmp_path):
+    from models.data import load_or_build
+
+    three = load_or_build("test", 3, str(tmp_path), workers=1)
+    assert os.path.exists(tmp_path / "ae_test_3.npz")
+    two = load_or_build("test", 2, str(tmp_path), workers=1)
+    assert not os.path.exists(tmp_path / "ae_test_2.npz")     # sliced, not rebuilt
+    assert all(np.array_equal(two[k], three[k][:2]) for k in three)
+    assert np.array_equal(two["surface"][1], asset_record(sample_asset_spec("test", 1), seed=3)["surface"])

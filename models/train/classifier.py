@@ -1,10 +1,12 @@
-"""Train the evaluation-only shape classifier on ground-truth SDF grids of training assets.
+"""Train the evaluation-only shape classifier on SDF grids of training assets: the exact
+shapes and, since it judges what generators decode, the autoencoder's reconstructions of them.
 
     python -m models.train classifier --seed 0
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -13,8 +15,13 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_model
 from ..classifier import DEFAULT_WEIGHTS, ShapeClassifier, sdf_features
+from ..data import load_or_build, surface_points
+from ..triplane.inference import LatentField
+from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
 from ..world.categories import CATEGORY_NAMES
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decoded-share", type=float, default=0.5,
+                   help="share of each batch taken from autoencoder reconstructions instead of exact shapes")
+    p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
 
 
@@ -36,6 +46,30 @@ def grids_for(split: str, indices) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(grids), np.array(labels)
 
 
+@torch.no_grad()
+def decoded_grids(ae, clouds: np.ndarray) -> np.ndarray:
+    """SDF grids of the autoencoder's reconstructions of coloured surface clouds (N, P, 6)."""
+    grids = []
+    for cloud in clouds:
+        latent = ae.encode(torch.from_numpy(cloud[None].astype(np.float32)))
+        grids.append(sdf_features(LatentField(ae, latent).sdf))
+    return np.stack(grids)
+
+
+@torch.no_grad()
+def held_out_accuracy(model, grids: np.ndarray, labels: np.ndarray) -> float:
+    return float((model(torch.from_numpy(grids)).argmax(-1).numpy() == labels).mean())
+
+
+def test_clouds(indices, points: int = 2048) -> np.ndarray:
+    clouds = []
+    for i in indices:
+        asset = Asset(sample_asset_spec("test", int(i)))
+        pts = surface_points(asset, points, np.random.default_rng(int(i)))
+        clouds.append(np.concatenate([pts, asset.query(pts)[1]], axis=1))
+    return np.stack(clouds)
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -43,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     x, y = grids_for("train", range(args.assets))
     xv, yv = grids_for("test", range(2000, 2260))
+    xd = xvd = None
+    if args.decoded_share > 0:
+        ae = load_autoencoder()
+        xd = decoded_grids(ae, load_or_build("train", args.assets, args.cache)["surface"][:args.assets, :2048])
+        xvd = decoded_grids(ae, test_clouds(range(2000, 2260)))
+        print(f"{len(xd) + len(xvd)} reconstructions in {time.time() - t0:.0f}s", flush=True)
     model = ShapeClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
@@ -50,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     for step in range(1, args.steps + 1):
         idx = torch.from_numpy(rng.integers(0, len(x), args.batch))
         g = xt[idx]
+        if xd is not None:
+            use = torch.from_numpy(rng.random(args.batch) < args.decoded_share)
+            g[use] = torch.from_numpy(xd)[idx[use]]
         # robustness to decoded (smoother, slightly shifted) shapes: noise and small shifts
         g = g + 0.1 * torch.randn_like(g)
         g = torch.roll(g, shifts=tuple(int(s) for s in rng.integers(-1, 2, 3)), dims=(2, 3, 4))
@@ -60,11 +103,19 @@ def run(args: argparse.Namespace) -> int:
         sched.step()
         if step % 200 == 0:
             model.eval()
-            with torch.no_grad():
-                acc = (model(torch.from_numpy(xv)).argmax(-1).numpy() == yv).mean()
+            acc = held_out_accuracy(model, xv, yv)
+            report = f"step {step} loss {loss.item():.4f} held-out acc: exact {acc:.3f}"
+            if xvd is not None:
+                acc_decoded = held_out_accuracy(model, xvd, yv)
+                report += f", reconstructed {acc_decoded:.3f}"
             model.train()
-            print(f"step {step} loss {loss.item():.4f} held-out acc {acc:.3f}", flush=True)
+            print(report, flush=True)
+    model.eval()
+    acc = held_out_accuracy(model, xv, yv)
+    acc_decoded = held_out_accuracy(model, xvd, yv) if xvd is not None else None
     save_model(model, args.out, {}, seed=args.seed, steps=args.steps, train_assets=args.assets,
+               decoded_share=args.decoded_share, heldout_acc_exact=round(acc, 4),
+               heldout_acc_reconstructed=None if acc_decoded is None else round(acc_decoded, 4),
                train_seconds=round(time.time() - t0))
     print(f"wrote {args.out}")
     return 0

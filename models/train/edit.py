@@ -203,4 +203,6 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
                             example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
     save_model(bundle, args.out, cfg.to_dict(), half=True, ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               sources=args.sources, pairs=n_pairs, head_pretrain=args.head_pretrain, aux_weight=args.aux_weight, train_seconds=round(train_s), device=device.type, version="1.0")
+               sources=args.sources, pairs=n_pairs, summary_queries=args.summary_queries,
+               head_pretrain=args.head_pretrain, aux_weight=args.aux_weight, train_seconds=round(train_s),
+               device=device.type, version="1.0")

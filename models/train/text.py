@@ -10,6 +10,7 @@ out-of-domain warnings and the calibrated warning threshold.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 
@@ -28,9 +29,8 @@ from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS
-from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, drop_tokens, optimise, planned_run,
-                        pretrain_prompt_head, train,
-                        training_device, weights_bundle)
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, drop_tokens, optimise,
+                        planned_run, pretrain_prompt_head, train, training_device, weights_bundle)
 
 SIZE_NAMES = tuple(SIZE_WORDS)  # small, large, tall, short
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -122,14 +122,17 @@ def embed(encoder: SentenceEncoder, texts: list[str], batch: int = 256):
 
 
 def embedded_captions(encoder: SentenceEncoder, captions: list[list[str]], path: str) -> tuple:
-    """(tokens fp16, masks, pooled) of the flattened caption table, cached at `path`."""
+    """(tokens fp16, masks, pooled) of the flattened caption table, cached at `path` and keyed
+    by the captions' text, so changed templates or words re-embed."""
+    flat = [c for row in captions for c in row]
+    key = hashlib.sha256("\n".join(flat).encode()).hexdigest()
     if os.path.exists(path):
         cached = torch.load(path, weights_only=True)  # written below by this function
-        if cached["count"] == sum(map(len, captions)):
+        if cached.get("key") == key:
             return cached["tokens"], cached["masks"], cached["pooled"]
-    tokens, masks, pooled = embed(encoder, [c for row in captions for c in row])
+    tokens, masks, pooled = embed(encoder, flat)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({"tokens": tokens, "masks": masks, "pooled": pooled, "count": len(pooled)}, path)
+    torch.save({"tokens": tokens, "masks": masks, "pooled": pooled, "key": key}, path)
     return tokens, masks, pooled
 
 

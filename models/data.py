@@ -39,6 +39,11 @@ def surface_points(asset: Asset, n: int, rng: np.random.Generator, mc_res: int =
     return project_to_surface(pts, lambda p: asset.query(p, with_colour=False)[0])
 
 
+def coloured_cloud(asset: Asset, points: np.ndarray) -> np.ndarray:
+    """(N, 6) float32: the points and the asset's colour at each."""
+    return np.concatenate([points, asset.query(points)[1]], axis=1).astype(np.float32)
+
+
 def asset_record(spec: AssetSpec, seed: int, cfg: SampleConfig = SampleConfig()) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     asset = Asset(spec)

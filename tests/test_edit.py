@@ -8,7 +8,8 @@ import pytest
 import torch
 import trimesh
 
-from models.edit.data import PairKey, coloured_cloud, source_points
+from models.data import coloured_cloud
+from models.edit.data import PairKey, source_points
 from models.edit.pipeline import EmptyInstructionError, LatentEditor
 from models.geometry import grid_points
 from models.text.pipeline import nearest_colour_share

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import surface_points
+from ..data import coloured_cloud, surface_points
 from ..world.asset import Asset, AssetSpec, sample_asset_spec
 from ..world.edits import EDIT_KINDS, EditPair, sample_edit
 
@@ -50,10 +50,6 @@ def edit_for(key: PairKey, spec: AssetSpec | None = None) -> EditPair | None:
         if pair is not None:
             return pair
     return sample_edit(spec, rng, key.split, key.phrasing)
-
-
-def coloured_cloud(asset: Asset, points: np.ndarray) -> np.ndarray:
-    return np.concatenate([points, asset.query(points)[1]], axis=1).astype(np.float32)
 
 
 def source_points(spec: AssetSpec, key: PairKey) -> np.ndarray:

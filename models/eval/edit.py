@@ -33,6 +33,7 @@ import time
 import numpy as np
 import torch
 
+from ..data import coloured_cloud
 from ..device import pick_device
 from ..edit.data import PairKey, edit_for, pair_clouds, source_points
 from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
@@ -241,7 +242,7 @@ def chained(ae, editor: LatentEditor, args, kw) -> dict:
         key0 = PairKey("test", index, 0, "heldout")
         pts = source_points(spec, key0)
         original = Asset(spec)
-        z = encoded(ae, np.concatenate([pts, original.query(pts)[1]], 1))
+        z = encoded(ae, coloured_cloud(original, pts))
         src_field = LatentField(ae, z)
         current = spec
         for step in range(args.chain_length):
@@ -272,7 +273,7 @@ def out_of_domain(ae, editor: LatentEditor, kw) -> dict:
         for i in range(4):
             spec = sample_asset_spec("test", TEST_BASE + 9000 + i)
             pts = source_points(spec, PairKey("test", TEST_BASE + 9000 + i, 0))
-            z = encoded(ae, np.concatenate([pts, Asset(spec).query(pts)[1]], 1))
+            z = encoded(ae, coloured_cloud(Asset(spec), pts))
             z_edit, warnings = editor.edit_latent(z, text, seed=0, **kw)
             ious.append(occupancy_iou(LatentField(ae, z).sdf(grid) < 0, LatentField(ae, z_edit).sdf(grid) < 0))
             warned.append(bool(warnings))

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_model
 from ..classifier import DEFAULT_WEIGHTS, ShapeClassifier, sdf_features
-from ..data import load_or_build, surface_points
-from ..triplane.inference import LatentField
+from ..data import coloured_cloud, load_or_build, surface_points
+from ..triplane.inference import LatentField, encode_cloud
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
 from ..world.categories import CATEGORY_NAMES
@@ -49,11 +49,7 @@ def grids_for(split: str, indices) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def decoded_grids(ae, clouds: np.ndarray) -> np.ndarray:
     """SDF grids of the autoencoder's reconstructions of coloured surface clouds (N, P, 6)."""
-    grids = []
-    for cloud in clouds:
-        latent = ae.encode(torch.from_numpy(cloud[None].astype(np.float32)))
-        grids.append(sdf_features(LatentField(ae, latent).sdf))
-    return np.stack(grids)
+    return np.stack([sdf_features(LatentField(ae, encode_cloud(ae, cloud)).sdf) for cloud in clouds])
 
 
 @torch.no_grad()
@@ -65,8 +61,7 @@ def test_clouds(indices, points: int = 2048) -> np.ndarray:
     clouds = []
     for i in indices:
         asset = Asset(sample_asset_spec("test", int(i)))
-        pts = surface_points(asset, points, np.random.default_rng(int(i)))
-        clouds.append(np.concatenate([pts, asset.query(pts)[1]], axis=1))
+        clouds.append(coloured_cloud(asset, surface_points(asset, points, np.random.default_rng(int(i)))))
     return np.stack(clouds)
 
 
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     xd = xvd = None
     if args.decoded_share > 0:
         ae = load_autoencoder()
-        xd = decoded_grids(ae, load_or_build("train", args.assets, args.cache)["surface"][:args.assets, :2048])
+        xd = decoded_grids(ae, load_or_build("train", args.assets, args.cache)["surface"][:, :2048])
         xvd = decoded_grids(ae, test_clouds(range(2000, 2260)))
         print(f"{len(xd) + len(xvd)} reconstructions in {time.time() - t0:.0f}s", flush=True)
     model = ShapeClassifier()

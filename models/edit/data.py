@@ -20,6 +20,10 @@ from ..world.edits import EDIT_KINDS, EditPair, sample_edit
 N_POINTS = 8192          # points per cloud (4x the encoder's training clouds: less sampling noise)
 ON_SURFACE = 2e-3        # |sdf| below this: a source point still lies on the target's surface
 EDITS_PER_SOURCE = 2
+# version of the pair data in the cache names: 2 samples the target afresh even when every
+# source point stays on its surface (a part added beside the asset, not on it: version 1 kept
+# the source cloud there, and 111 of 6000 pairs taught "add a part" as no change)
+PAIRS_VERSION = 2
 # Kinds that apply to few assets (an optional part to add or remove, a count, a pattern):
 # every second edit of a source is one of these when the source allows it, so the
 # training set is not 90% recolours and resizes.
@@ -60,10 +64,10 @@ def target_points(pair: EditPair, before_pts: np.ndarray, seed: list[int]) -> np
     """Source points that stay on the target's surface, plus fresh target samples where it moved."""
     before, after = Asset(pair.before), Asset(pair.after)
     keep = np.abs(after.query(before_pts, with_colour=False)[0]) < ON_SURFACE
-    if keep.all():
-        return before_pts
     fresh = surface_points(after, N_POINTS, np.random.default_rng(seed))
     new = np.abs(before.query(fresh, with_colour=False)[0]) >= ON_SURFACE
+    if keep.all() and not new.any():
+        return before_pts
     pts = np.concatenate([before_pts[keep], fresh[new]])
     if len(pts) > N_POINTS:  # keep the cloud's density the same as the source's
         pts = pts[np.random.default_rng(seed).permutation(len(pts))[:N_POINTS]]
@@ -130,7 +134,7 @@ def build_pairs(split: str, n_sources: int, per_source: int = EDITS_PER_SOURCE, 
 def load_or_build_pairs(n_sources: int, cache_dir: str, per_source: int = EDITS_PER_SOURCE,
                         workers: int = 2) -> list[dict]:
     """Training pairs, cached as one .npz (clouds are ragged: stored concatenated with offsets)."""
-    path = os.path.join(cache_dir, f"edit_train_{n_sources}x{per_source}.npz")
+    path = os.path.join(cache_dir, f"edit_train_{n_sources}x{per_source}_v{PAIRS_VERSION}.npz")
     if os.path.exists(path):
         with np.load(path) as z:
             z = {k: z[k] for k in z.files}  # NpzFile re-reads an array on every access: read each once

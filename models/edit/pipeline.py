@@ -138,9 +138,18 @@ class LatentEditor:
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
         noise = torch.cat([initial_noise(shape, s, dev) for s in seeds])
         null = m.dit.null_condition(len(instructions), enc.tokens.shape[1])
-        delta = sample(m.dit, (*m.condition(enc.pooled, enc.tokens, enc.mask), source), (*null, source), noise,
-                       steps=steps, guidance=guidance, progress=progress, cancel=cancel)
+        cond = (*m.condition(enc.pooled, enc.tokens, enc.mask), source)
+        delta = sample(m.dit, cond, (*null, source), noise, steps=steps, guidance=guidance, progress=progress,
+                       cancel=cancel)
+        if m.dit.cfg.change_gate:
+            delta = delta * self.change_probability(noise, cond)[:, :, None]
         return latents + scale * localise(delta, locality) * m.delta_std, [w for _, w in assessed]
+
+    def change_probability(self, noise: torch.Tensor, cond: tuple) -> torch.Tensor:
+        """(B, 3, R, R): the model's probability that the edit changes each latent texel, read at
+        t = 1 where the instruction and the source are its only information."""
+        t = torch.ones(noise.shape[0], device=noise.device)
+        return torch.sigmoid(self.model.dit(noise, t, *cond, with_gate=True)[1])
 
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)

@@ -31,6 +31,7 @@ class DiTConfig:
     summary_width: int = 256
     attend_raw_tokens: bool = True  # cross-attend the encoder's token features too (besides the summary)
     attribute_classes: tuple = ()   # output sizes of the summary's training read-out (AttributeProbe)
+    change_gate: bool = False    # also predict, per latent texel, the logit that it changes (editing)
 
     def __post_init__(self):
         object.__setattr__(self, "attribute_classes", tuple(self.attribute_classes))  # JSON gives a list
@@ -45,6 +46,10 @@ class DiTConfig:
     @property
     def token_dim(self) -> int:
         return self.latent_channels * self.patch * self.patch
+
+    @property
+    def out_channels(self) -> int:
+        return self.latent_channels + int(self.change_gate)
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
@@ -132,7 +137,7 @@ class LatentDiT(nn.Module):
         self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
-        self.out = nn.Linear(w, cfg.token_dim)
+        self.out = nn.Linear(w, cfg.out_channels * cfg.patch * cfg.patch)
         for m in (self.final_ada[1], self.out):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
@@ -159,8 +164,9 @@ class LatentDiT(nn.Module):
             return cond, s_ctx, s_mask
         return cond, torch.cat([s_ctx, ctx], 1), torch.cat([s_mask, mask], 1)
 
-    def forward(self, x_t, t, pooled, tokens, mask, source: torch.Tensor | None = None):
-        """x_t (B, 3, C, R, R), t (B,), pooled (B, 384), tokens (B, L, 384), mask (B, L) -> velocity."""
+    def forward(self, x_t, t, pooled, tokens, mask, source: torch.Tensor | None = None, with_gate: bool = False):
+        """x_t (B, 3, C, R, R), t (B,), pooled (B, 384), tokens (B, L, 384), mask (B, L) -> velocity
+        (B, 3, C, R, R); with_gate (cfg.change_gate): (velocity, change logits (B, 3, R, R))."""
         cfg = self.cfg
         h = self.embed(patchify(x_t, cfg.patch)) + self.pos
         if source is not None:
@@ -171,4 +177,8 @@ class LatentDiT(nn.Module):
             h = block(h, cond, ctx, mask)
         shift, scale = self.final_ada(cond).chunk(2, dim=-1)
         out = self.out(modulate(self.final_norm(h), shift, scale))
-        return unpatchify(out, cfg.latent_channels, cfg.latent_res, cfg.patch)
+        out = unpatchify(out, cfg.out_channels, cfg.latent_res, cfg.patch)
+        velocity = out[:, :, :cfg.latent_channels]
+        if with_gate:
+            return velocity, out[:, :, cfg.latent_channels]
+        return velocity

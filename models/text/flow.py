@@ -13,6 +13,12 @@ from ..mesh import Cancelled
 
 def flow_loss(model, x0: torch.Tensor, cond: tuple, generator: torch.Generator | None = None,
               t_one: float = 0.0, **kw) -> torch.Tensor:
+    x_t, t, velocity = flow_inputs(x0, generator, t_one)
+    return ((model(x_t, t, *cond, **kw) - velocity) ** 2).mean()
+
+
+def flow_inputs(x0: torch.Tensor, generator: torch.Generator | None = None, t_one: float = 0.0) -> tuple:
+    """(x_t, t, target velocity) of one training batch; a share t_one of it at t = 1."""
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     # logit-normal t concentrates training where the velocity is hardest to predict (SD3)
@@ -23,8 +29,7 @@ def flow_loss(model, x0: torch.Tensor, cond: tuple, generator: torch.Generator |
         # learn to use the condition at all
         t = torch.where(torch.rand(b, generator=generator).to(x0) < t_one, torch.ones_like(t), t)
     tt = t.view(b, 1, 1, 1, 1)
-    x_t = (1 - tt) * x0 + tt * noise
-    return ((model(x_t, t, *cond, **kw) - (noise - x0)) ** 2).mean()
+    return (1 - tt) * x0 + tt * noise, t, noise - x0
 
 
 def initial_noise(shape: tuple, seed: int, device) -> torch.Tensor:

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..checkpoint import WEIGHTS_DIR, save_model
 from ..data import SampleConfig, load_or_build
 from ..triplane import AutoencoderConfig, TriplaneAutoencoder
+from ..triplane.autoencoder import field_losses
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,15 +53,8 @@ def batch_from(data: dict, idx: np.ndarray, rng: np.random.Generator, n_input: i
 
 
 def losses(model: TriplaneAutoencoder, cloud, pts, sdf_gt, rgb_gt, kl_weight: float):
-    c = model.cfg.sdf_clamp
     sdf, rgb, kl = model(cloud, pts)
-    sdf_loss = F.l1_loss(sdf.clamp(-c, c), sdf_gt.clamp(-c, c))
-    near = (sdf_gt.abs() < 0.03).float().unsqueeze(-1)
-    denom = (3 * near.sum()).clamp(min=1)
-    # MSE for colour: with L1 the colour head sat at the dataset median (grey) for
-    # thousands of steps; the squared error breaks that plateau within a few hundred.
-    rgb_mse = (((rgb - rgb_gt) ** 2) * near).sum() / denom
-    rgb_l1 = ((rgb - rgb_gt).abs() * near).sum() / denom
+    sdf_loss, rgb_mse, rgb_l1 = field_losses(sdf, rgb, sdf_gt, rgb_gt, model.cfg.sdf_clamp)
     return sdf_loss + rgb_mse + kl_weight * kl, {"sdf": sdf_loss.item(), "rgb": rgb_l1.item(), "kl": kl.item()}
 
 

@@ -5,7 +5,14 @@
 Targets are the autoencoder's latents of the same assets the text model uses (posterior
 mean of each asset's coloured surface cloud), normalised per (plane, channel). Half of each
 batch sees the front view only (its back tokens masked), so one model serves both modes.
-Writes models/weights/images.safetensors (EMA weights and the latent normalisation).
+
+Two stages: latent MSE (--steps), then --decoded-steps more with a loss on the *decoded*
+field as well: the predicted latent goes through the frozen autoencoder decoder and is
+compared with the asset's exact SDF and colour at query points, the autoencoder's own
+training loss. Latent MSE weighs every latent number alike, so a thin leg, a few texels,
+counts for little; the decoded loss weighs the shape. --init skips the first stage by
+starting from its weights. Writes models/weights/images.safetensors (EMA weights and the
+latent normalisation).
 """
 from __future__ import annotations
 
@@ -13,12 +20,15 @@ import argparse
 import os
 import time
 
+import numpy as np
 import torch
 
-from ..checkpoint import save_model
+from ..checkpoint import load_network, save_model
+from ..data import load_or_build
 from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS
+from ..triplane.autoencoder import field_losses
 from ..triplane.loading import load_autoencoder
 from .flow_loop import add_runtime_arguments, optimise, planned_run, train, training_device, weights_bundle
 from .text import normalised_asset_latents
@@ -37,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int, default=2, help="jittered renders per asset and view")
     p.add_argument("--back-rate", type=float, default=0.5, help="share of samples given the back view too")
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--decoded-steps", type=int, default=0, help="second-stage steps with the decoded-field loss")
+    p.add_argument("--decoded-weight", type=float, default=1.0,
+                   help="weight of the decoded-field loss (SDF L1 in asset units + colour MSE), times 10")
+    p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
+    p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
+    p.add_argument("--decoded-lr", type=float, default=2e-4)
+    p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
     add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "images"))
@@ -52,33 +69,89 @@ def run(args: argparse.Namespace) -> int:
     print(f"{images.shape[0]} x {images.shape[1]} views x {images.shape[2]} renders ready in "
           f"{time.time() - t0:.0f}s", flush=True)
     ae = load_autoencoder(device=device)
-    target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, args.workers)
+    data = load_or_build("train", args.assets, args.cache, args.workers)
+    target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, data=data)
     images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
     cfg = ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
-    model = TriplaneReconstructor(cfg).to(device)
+    field = DecodedField(ae, data, mean, std, args.decoded_points)
 
-    def make_step(net, opt, sched, rng, _gen):
-        def step():
-            idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
-            vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
-            vb = torch.from_numpy(rng.integers(0, args.variants, args.batch))
-            front = images[idx, 0, vf].float()
-            back = images[idx, 1, vb].float()
-            has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate).to(device)
-            loss = ((net(front, back, has_back) - target[idx]) ** 2).mean()
-            optimise(net, opt, sched, loss)
-            return loss
-        return step
+    def make_step_with(decoded_weight):
+        def make_step(net, opt, sched, rng, _gen):
+            def step():
+                idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
+                vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+                vb = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+                front = images[idx, 0, vf].float()
+                back = images[idx, 1, vb].float()
+                has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate).to(device)
+                pred = net(front, back, has_back)
+                loss = ((pred - target[idx]) ** 2).mean()
+                if decoded_weight > 0:
+                    k = args.decoded_batch
+                    loss = loss + decoded_weight * field.loss(pred[:k], idx[:k].numpy(), rng)
+                optimise(net, opt, sched, loss)
+                return loss
+            return step
+        return make_step
 
-    sched, train_step = planned_run(args, device, model, make_step, warmup=200)
+    def saver(stage_args, first_stage):
+        def save(ema, step, elapsed):
+            save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), stage_args.out, cfg.to_dict(),
+                       half=True, seed=args.seed, steps=first_stage or step,
+                       schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch, assets=args.assets,
+                       variants=args.variants, back_rate=args.back_rate,
+                       decoded_steps=step if first_stage else 0, decoded_weight=args.decoded_weight,
+                       decoded_batch=args.decoded_batch, decoded_points=args.decoded_points,
+                       decoded_lr=args.decoded_lr, train_seconds=round(elapsed), device=device.type, version="1.1")
+        return save
 
-    def save(ema, step, elapsed):
-        save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
-                   half=True, seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps),
-                   batch=args.batch, assets=args.assets, variants=args.variants, back_rate=args.back_rate,
-                   train_seconds=round(elapsed), device=device.type, version="1.0")
-
-    train(args, model, sched, train_step, 500, save)
+    if args.init:
+        model, _, meta = load_network(args.init, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net",
+                                      device)
+        model.train()
+        first_steps = int(meta["steps"])
+        print(f"first stage: {args.init} ({first_steps} steps)", flush=True)
+    else:
+        model = TriplaneReconstructor(cfg).to(device)
+        sched, train_step = planned_run(args, device, model, make_step_with(0.0), warmup=200)
+        final = args if not args.decoded_steps else argparse.Namespace(**{**vars(args), "out": args.out + ".stage1"})
+        train(final, model, sched, train_step, 500, saver(final, 0))
+        model = final_ema(final.out, device)
+        first_steps = args.steps
+    if args.decoded_steps:
+        # the second stage continues from the first's EMA weights, with its own schedule and seed
+        stage = argparse.Namespace(**{**vars(args), "steps": args.decoded_steps, "schedule_steps": args.decoded_steps,
+                                      "lr": args.decoded_lr, "seed": args.seed + 1, "time_budget": 0.0,
+                                      "deadline": 0.0})
+        sched, train_step = planned_run(stage, device, model, make_step_with(10.0 * args.decoded_weight), warmup=100)
+        train(stage, model, sched, train_step, 250, saver(stage, first_steps))
     return 0
+
+
+def final_ema(path: str, device) -> TriplaneReconstructor:
+    net, _, _ = load_network(path, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net", device)
+    return net.train()
+
+
+class DecodedField:
+    """The decoded-field loss: predicted normalised latents -> frozen autoencoder decoder -> SDF
+    and colour at random query points of each asset (its training samples), against the exact
+    values, with the autoencoder's own reconstruction loss."""
+
+    def __init__(self, ae, data: dict, mean: torch.Tensor, std: torch.Tensor, points: int):
+        self.ae = ae.eval().requires_grad_(False)
+        self.query, self.sdf, self.rgb = data["query"], data["sdf"], data["rgb"]
+        self.mean, self.std, self.points = mean, std, points
+
+    def loss(self, latent_n: torch.Tensor, assets: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        pick = rng.integers(0, self.query.shape[1], (len(assets), self.points))
+        dev = latent_n.device
+
+        def take(a):
+            return torch.from_numpy(a[assets[:, None], pick].astype(np.float32)).to(dev)
+
+        sdf, rgb = self.ae.query(self.ae.decode(latent_n * self.std + self.mean), take(self.query))
+        sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, take(self.sdf), take(self.rgb), self.ae.cfg.sdf_clamp)
+        return sdf_loss + rgb_mse

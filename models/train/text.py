@@ -70,11 +70,11 @@ def encode_assets(ae, surface: np.ndarray, batch: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
-def normalised_asset_latents(ae, n_assets: int, cache: str, workers: int = 2
+def normalised_asset_latents(ae, n_assets: int, cache: str, workers: int = 2, data: dict | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Latents of training assets 0..n-1 (on the autoencoder's device), normalised per
-    (plane, channel); and the mean and std."""
-    data = load_or_build("train", n_assets, cache, workers)
+    (plane, channel); and the mean and std. data: those assets' samples, if already loaded."""
+    data = data if data is not None else load_or_build("train", n_assets, cache, workers)
     latents = encode_assets(ae, data["surface"])
     mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
     std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)

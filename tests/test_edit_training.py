@@ -1,0 +1,72 @@
+"""What the edit and image trainings learn from: edit pairs whose target cloud shows the edit,
+the change-gate targets and output, and the images' decoded-field loss."""
+import copy
+
+import numpy as np
+import torch
+
+from models.data import asset_record
+from models.edit.data import ON_SURFACE, PairKey, edit_for, pair_clouds, source_points
+from models.text.dit import DiTConfig, LatentDiT
+from models.train.edit import changed_texels
+from models.train.images import DecodedField
+from models.triplane.inference import encode_cloud
+from models.world.asset import Asset, sample_asset_spec
+
+
+def test_a_part_added_beside_the_asset_is_in_the_target_cloud():
+    # train asset 150 is a car whose spoiler touches none of the source's surface samples:
+    # every source point stays on the target's surface, yet the target must show the spoiler
+    key = PairKey("train", 150, 1, "train", "rare")
+    pair = edit_for(key)
+    assert pair.kind == "add_part"
+    spec = sample_asset_spec("train", 150)
+    src, tgt = pair_clouds(key, pair, source_points(spec, PairKey("train", 150, 0)))
+    before = Asset(pair.before)
+    off_source = np.abs(before.query(tgt[:, :3].astype(np.float64), with_colour=False)[0]) >= ON_SURFACE
+    assert off_source.sum() > 50, "the added part was not sampled"
+    assert len(tgt) == len(src)
+
+
+def test_changed_texels_mark_where_the_delta_is():
+    delta = torch.zeros(2, 3, 8, 16, 16)
+    delta[0, 1, :, 4:6, 7] = 3.0      # one part of plane 1 changes a lot
+    delta[0, 0, :, 0, 0] = 0.01       # encoder noise elsewhere
+    changed = changed_texels(delta)
+    assert changed.shape == (2, 3, 16, 16)
+    assert changed[0].sum() == 2 and changed[0, 1, 4:6, 7].all()
+    assert changed[1].sum() == 0      # an edit the latent cannot show changes nothing
+
+
+def test_change_gate_is_an_extra_output_that_leaves_the_velocity_alone():
+    torch.manual_seed(0)
+    cfg = DiTConfig(extra_cond_tokens=1, change_gate=True, depth=2)
+    net = LatentDiT(cfg)
+    torch.nn.init.normal_(net.out.weight, std=0.02)
+    x = torch.randn(2, 3, 8, 16, 16)
+    t = torch.ones(2)
+    cond = (torch.randn(2, 384), torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool), torch.randn_like(x))
+    velocity, gate = net(x, t, *cond, with_gate=True)
+    assert velocity.shape == x.shape and gate.shape == (2, 3, 16, 16)
+    assert torch.equal(velocity, net(x, t, *cond))
+    assert gate.abs().sum() > 0
+
+
+def test_decoded_field_loss_prefers_the_true_latent(autoencoder):
+    records = [asset_record(sample_asset_spec("train", i), seed=i * 2) for i in range(2)]
+    data = {k: np.stack([r[k] for r in records]) for k in records[0]}
+    latents = encode_cloud(autoencoder, data["surface"][:, :2048].astype(np.float32))
+    mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    ae = copy.deepcopy(autoencoder)  # the field freezes its autoencoder; the fixture is shared
+    field = DecodedField(ae, data, mean, std, points=2048)
+    true_n = (latents - mean) / std
+    assets = np.array([0, 1])
+    right = field.loss(true_n, assets, np.random.default_rng(0))
+    swapped = field.loss(true_n.flip(0), assets, np.random.default_rng(0))
+    assert float(right) < 0.5 * float(swapped)
+    # and it trains the latent: a gradient reaches it through the frozen decoder
+    z = true_n.clone().requires_grad_(True)
+    field.loss(z, assets, np.random.default_rng(1)).backward()
+    assert z.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ae.parameters())

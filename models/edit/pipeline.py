@@ -3,11 +3,12 @@
     editor = LatentEditor.load(device=device)
     edited, warnings = editor.edit_latent(latent, "make the legs longer", seed=0, strength=1.0)
 
-The model samples the latent *delta* (target - source, normalised) with a few Euler steps
-of rectified flow, conditioned on the source latent (added to every token) and on the
-instruction (adaLN from the pooled sentence embedding, cross-attention to its tokens).
-Predicting the delta keeps what the instruction does not touch close to zero change, and
-`strength` scales it: 0 returns the source exactly. An instruction far from every
+The model samples the latent *delta* (target - source, normalised) with Euler steps of
+rectified flow (one by default: the conditional mean), conditioned on the source latent
+(added to every token) and on the instruction (adaLN from the pooled sentence embedding,
+cross-attention to its tokens). Predicting the delta keeps what the instruction does not
+touch close to zero change; a model with a change gate also says which latent texels the
+edit changes, and the delta is kept only there. `strength` scales it: 0 returns the source exactly. An instruction far from every
 training instruction gets a warning naming the nearest supported edits, and its delta is
 scaled down with the similarity so an unsupported request does no silent damage.
 """
@@ -27,7 +28,12 @@ from ..text.encoder import SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
-DEFAULT_STEPS = 8
+# One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
+# world's edits are (nearly) deterministic given the source and the instruction, so further
+# steps add sampling noise, not variety: measured on the held-out evaluation, 1 step against 8
+# raised edit success 0.30 -> 0.34 and untouched IoU 0.882 -> 0.896, and 5 chained edits kept
+# untouched IoU 0.88 instead of 0.22. `steps` > 1 still samples the flow.
+DEFAULT_STEPS = 1
 DEFAULT_GUIDANCE = 1.0  # measured: 2.0 and 3.0 overshoot colours and lose more of the untouched shape
 OOD_RAMP = 0.12  # similarity below threshold - OOD_RAMP: the edit is scaled to nothing
 DEFAULT_LOCALITY = 0.0
@@ -118,9 +124,10 @@ class LatentEditor:
     @torch.inference_mode()
     def edit_latents(self, latents: torch.Tensor, instructions: list[str], seeds: list[int],
                      strength: float = 1.0, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                     locality: float = DEFAULT_LOCALITY, progress: Callable | None = None, cancel: Callable | None = None
-                     ) -> tuple[torch.Tensor, list[list[str]]]:
-        """latents (B, 3, C, R, R) -> edited latents (B, 3, C, R, R), warnings per instruction."""
+                     locality: float = DEFAULT_LOCALITY, gate: bool = True, progress: Callable | None = None,
+                     cancel: Callable | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+        """latents (B, 3, C, R, R) -> edited latents (B, 3, C, R, R), warnings per instruction.
+        gate=False ignores a model's change gate (for measuring what it adds)."""
         if any(not s or not s.strip() for s in instructions):
             raise EmptyInstructionError("the instruction is empty: say what to change, e.g. 'make it blue'")
         if not 0.0 <= strength <= 1.0:
@@ -141,7 +148,7 @@ class LatentEditor:
         cond = (*m.condition(enc.pooled, enc.tokens, enc.mask), source)
         delta = sample(m.dit, cond, (*null, source), noise, steps=steps, guidance=guidance, progress=progress,
                        cancel=cancel)
-        if m.dit.cfg.change_gate:
+        if gate and m.dit.cfg.change_gate:
             delta = delta * self.change_probability(noise, cond)[:, :, None]
         return latents + scale * localise(delta, locality) * m.delta_std, [w for _, w in assessed]
 

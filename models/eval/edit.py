@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--locality", type=float, default=None, help="default: the pipeline's")
+    p.add_argument("--no-gate", action="store_true", help="ignore the model's change gate")
     p.add_argument("--device", default="auto")
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
@@ -200,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     editor = LatentEditor.load(args.weights, device)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
+    if args.no_gate:
+        kw["gate"] = False
     grid = grid_points(64)
     t0 = time.time()
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw}

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int, default=2, help="jittered renders per asset and view")
     p.add_argument("--back-rate", type=float, default=0.5, help="share of samples given the back view too")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--decoded-steps", type=int, default=0, help="second-stage steps with the decoded-field loss")
+    p.add_argument("--decoded-steps", type=int, default=3000, help="second-stage steps with the decoded-field loss")
     p.add_argument("--decoded-weight", type=float, default=1.0,
                    help="weight of the decoded-field loss (SDF L1 in asset units + colour MSE), times 10")
     p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = TriplaneReconstructor(cfg).to(device)
         sched, train_step = planned_run(args, device, model, make_step_with(0.0), warmup=200)
-        final = args if not args.decoded_steps else argparse.Namespace(**{**vars(args), "out": args.out + ".stage1"})
+        stage1_out = os.path.join(args.run_dir, "stage1.safetensors")
+        final = args if not args.decoded_steps else argparse.Namespace(**{**vars(args), "out": stage1_out})
         train(final, model, sched, train_step, 500, saver(final, 0))
         model = final_ema(final.out, device)
         first_steps = args.steps

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import report, timeit  # noqa: E402
 from models.device import pick_device  # noqa: E402
-from models.edit.pipeline import LatentEditor  # noqa: E402
+from models.edit.pipeline import DEFAULT_STEPS, LatentEditor  # noqa: E402
 from models.meshio import load_mesh, normalise  # noqa: E402
 from models.text.pipeline import TextToAsset  # noqa: E402
 from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> int:
     gen = TextToAsset.load(device=device)
     latent, _ = gen.generate_latent("a red chair with four legs", seed=0)
     out["instruction_encode"] = timeit(lambda: editor.encoder.encode([INSTRUCTION]))
-    out["edit_latent_8_steps"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
+    out[f"edit_latent_{DEFAULT_STEPS}_steps"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
     edited, _ = editor.edit_latent(latent, INSTRUCTION, seed=0)
     out["mesh_128"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
     edit_job = timeit(lambda: latent_to_mesh(ae, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))

@@ -108,8 +108,9 @@ def test_chained_edits_come_back_to_the_source_shape(editor, autoencoder):
     for i, instruction in enumerate(("make it red", "make it taller", "make it green", "make it shorter", "make it blue")):
         z, _ = editor.edit_latent(z, instruction, seed=i)
     assert main_colour(autoencoder, z)[0] == "blue"
-    # measured 0.73 (the 1500-step model: 0.79); a chain that rebuilt the asset each step lands far lower
-    assert iou(occupancy(autoencoder, src), occupancy(autoencoder, z)) > 0.7
+    # measured 0.86 (0.85 with the change gate ignored; the 8-step model before it: 0.73); a chain
+    # that rebuilt the asset each step lands far lower
+    assert iou(occupancy(autoencoder, src), occupancy(autoencoder, z)) > 0.8
 
 
 def test_empty_instruction_is_a_clear_error(editor, autoencoder):

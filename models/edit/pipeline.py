@@ -8,9 +8,10 @@ rectified flow (one by default: the conditional mean), conditioned on the source
 (added to every token) and on the instruction (adaLN from the pooled sentence embedding,
 cross-attention to its tokens). Predicting the delta keeps what the instruction does not
 touch close to zero change; a model with a change gate also says which latent texels the
-edit changes, and the delta is kept only there. `strength` scales it: 0 returns the source exactly. An instruction far from every
-training instruction gets a warning naming the nearest supported edits, and its delta is
-scaled down with the similarity so an unsupported request does no silent damage.
+edit changes, and the delta is kept only there. `strength` scales it: 0 returns the source
+exactly. An instruction far from every training instruction gets a warning naming the nearest
+supported edits, and its delta is scaled down with the similarity so an unsupported request
+does no silent damage.
 """
 from __future__ import annotations
 

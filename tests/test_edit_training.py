@@ -5,12 +5,12 @@ import copy
 import numpy as np
 import torch
 
-from models.data import asset_record
+from models.data import build_dataset
 from models.edit.data import ON_SURFACE, PairKey, edit_for, pair_clouds, source_points
 from models.text.dit import DiTConfig, LatentDiT
 from models.train.edit import changed_texels
 from models.train.images import DecodedField
-from models.triplane.inference import encode_cloud
+from models.train.text import normalised_asset_latents
 from models.world.asset import Asset, sample_asset_spec
 
 
@@ -53,14 +53,10 @@ def test_change_gate_is_an_extra_output_that_leaves_the_velocity_alone():
 
 
 def test_decoded_field_loss_prefers_the_true_latent(autoencoder):
-    records = [asset_record(sample_asset_spec("train", i), seed=i * 2) for i in range(2)]
-    data = {k: np.stack([r[k] for r in records]) for k in records[0]}
-    latents = encode_cloud(autoencoder, data["surface"][:, :2048].astype(np.float32))
-    mean = latents.mean(dim=(0, 3, 4), keepdim=True)[0]
-    std = latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    data = build_dataset("train", 2, workers=1)
+    true_n, mean, std = normalised_asset_latents(autoencoder, 2, "", data=data)
     ae = copy.deepcopy(autoencoder)  # the field freezes its autoencoder; the fixture is shared
     field = DecodedField(ae, data, mean, std, points=2048)
-    true_n = (latents - mean) / std
     assets = np.array([0, 1])
     right = field.loss(true_n, assets, np.random.default_rng(0))
     swapped = field.loss(true_n.flip(0), assets, np.random.default_rng(0))

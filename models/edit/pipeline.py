@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -98,6 +99,14 @@ def confidence(similarity: float, threshold: float) -> float:
     return float(min(1.0, max(0.0, 1.0 - (threshold - similarity) / OOD_RAMP)))
 
 
+def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> torch.Tensor:
+    """The DiT's velocity; the change-gate logits of its first call are appended to gate_logits."""
+    velocity, logits = dit(*args, with_gate=True)
+    if not gate_logits:
+        gate_logits.append(logits)
+    return velocity
+
+
 class LatentEditor:
     def __init__(self, model: EditModel, encoder: SentenceEncoder):
         self.model = model
@@ -147,17 +156,16 @@ class LatentEditor:
         noise = torch.cat([initial_noise(shape, s, dev) for s in seeds])
         null = m.dit.null_condition(len(instructions), enc.tokens.shape[1])
         cond = (*m.condition(enc.pooled, enc.tokens, enc.mask), source)
-        delta = sample(m.dit, cond, (*null, source), noise, steps=steps, guidance=guidance, progress=progress,
-                       cancel=cancel)
+        velocity, gate_logits = m.dit, []
         if gate and m.dit.cfg.change_gate:
-            delta = delta * self.change_probability(noise, cond)[:, :, None]
+            velocity = partial(_velocity_keeping_first_gate, m.dit, gate_logits)
+        delta = sample(velocity, cond, (*null, source), noise, steps=steps, guidance=guidance, progress=progress,
+                       cancel=cancel)
+        if gate_logits:
+            # the change gate read at t = 1, where the instruction and the source are the only
+            # information: the sampler's first call, whose first B rows are the conditional ones
+            delta = delta * torch.sigmoid(gate_logits[0][:len(instructions)])[:, :, None]
         return latents + scale * localise(delta, locality) * m.delta_std, [w for _, w in assessed]
-
-    def change_probability(self, noise: torch.Tensor, cond: tuple) -> torch.Tensor:
-        """(B, 3, R, R): the model's probability that the edit changes each latent texel, read at
-        t = 1 where the instruction and the source are its only information."""
-        t = torch.ones(noise.shape[0], device=noise.device)
-        return torch.sigmoid(self.model.dit(noise, t, *cond, with_gate=True)[1])
 
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)

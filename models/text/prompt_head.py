@@ -7,8 +7,9 @@ cross-attends the raw tokens got 46%: the flow loss alone is too weak and noisy 
 learn which words matter in a short CPU run. The summary is trained with auxiliary targets
 taken from the procedural assets themselves (what the caption's asset is: category, main
 colour, the colours on it, its size words; see `attribute_targets` in models/train/text.py) as
-well as through the flow loss, so that it carries what paraphrases share. Nothing maps words to attributes by hand:
-held-out words work only as far as the frozen encoder places them near training words.
+well as through the flow loss, so that it carries what paraphrases share. Nothing maps words to
+attributes by hand: held-out words work only as far as the frozen encoder places them near
+training words.
 """
 from __future__ import annotations
 

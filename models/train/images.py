@@ -23,11 +23,11 @@ import time
 import numpy as np
 import torch
 
-from ..checkpoint import load_network, save_model
+from ..checkpoint import save_model
 from ..data import load_or_build
 from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
-from ..images.pipeline import DEFAULT_WEIGHTS
+from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.autoencoder import field_losses
 from ..triplane.loading import load_autoencoder
 from .flow_loop import add_runtime_arguments, optimise, planned_run, train, training_device, weights_bundle
@@ -107,21 +107,18 @@ def run(args: argparse.Namespace) -> int:
                        decoded_lr=args.decoded_lr, train_seconds=round(elapsed), device=device.type, version="1.1")
         return save
 
-    if args.init:
-        model, _, meta = load_network(args.init, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net",
-                                      device)
-        model.train()
-        first_steps = int(meta["steps"])
-        print(f"first stage: {args.init} ({first_steps} steps)", flush=True)
-    else:
+    first_stage = args.init
+    if not first_stage:
         model = TriplaneReconstructor(cfg).to(device)
         sched, train_step = planned_run(args, device, model, make_step_with(0.0), warmup=200)
-        stage1_out = os.path.join(args.run_dir, "stage1.safetensors")
-        final = args if not args.decoded_steps else argparse.Namespace(**{**vars(args), "out": stage1_out})
-        train(final, model, sched, train_step, 500, saver(final, 0))
-        model = final_ema(final.out, device)
-        first_steps = args.steps
+        first_stage = os.path.join(args.run_dir, "stage1.safetensors") if args.decoded_steps else args.out
+        stage1 = argparse.Namespace(**{**vars(args), "out": first_stage})
+        train(stage1, model, sched, train_step, 500, saver(stage1, 0))
     if args.decoded_steps:
+        # the first stage's EMA weights, as saved
+        first = ImageModel.load(first_stage, device)
+        model, first_steps = first.net.train(), int(first.meta["steps"])
+        print(f"first stage: {first_stage} ({first_steps} steps)", flush=True)
         # the second stage continues from the first's EMA weights, with its own schedule and seed
         stage = argparse.Namespace(**{**vars(args), "steps": args.decoded_steps, "schedule_steps": args.decoded_steps,
                                       "lr": args.decoded_lr, "seed": args.seed + 1, "time_budget": 0.0,
@@ -129,11 +126,6 @@ def run(args: argparse.Namespace) -> int:
         sched, train_step = planned_run(stage, device, model, make_step_with(10.0 * args.decoded_weight), warmup=100)
         train(stage, model, sched, train_step, 250, saver(stage, first_steps))
     return 0
-
-
-def final_ema(path: str, device) -> TriplaneReconstructor:
-    net, _, _ = load_network(path, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net", device)
-    return net.train()
 
 
 class DecodedField:

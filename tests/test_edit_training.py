@@ -66,3 +66,18 @@ def test_decoded_field_loss_prefers_the_true_latent(autoencoder):
     field.loss(z, assets, np.random.default_rng(1)).backward()
     assert z.grad.abs().sum() > 0
     assert all(p.grad is None for p in ae.parameters())
+
+
+def test_balanced_weights_count_small_edits_like_large_ones():
+    from models.train.edit import balanced_weights
+
+    delta = torch.zeros(3, 3, 8, 16, 16)
+    delta[0] = 2.0                  # a whole-asset change: energy 4
+    delta[1, 0, :, :4, :4] = 1.0    # a local one: energy 1/48
+    w = balanced_weights(delta, floor=0.25)   # delta[2] moves nothing: bounded by the floor
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert w[0] < w[1] < w[2] <= w[0] * (4 + 0.25) / 0.25 + 1e-4
+    per_pair = delta.pow(2).mean(dim=(1, 2, 3, 4))
+    share_plain = per_pair[1] / per_pair.sum()
+    share_balanced = (w * per_pair)[1] / (w * per_pair).sum()
+    assert share_balanced > 10 * share_plain   # the local edit's share of the loss, against plain MSE

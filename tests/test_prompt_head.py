@@ -113,3 +113,34 @@ def test_edit_targets_describe_each_edit():
     assert targets["direction"].tolist() == [1, 2]
     assert targets["axis"].tolist() == [AXES.index("none"), AXES.index("z")]
     assert all(int(t.max()) < n for t, n in zip(targets.values(), EDIT_TARGET_CLASSES))
+
+
+def test_probe_probabilities_are_softmax_for_classes_and_sigmoids_for_sets():
+    probe = AttributeProbe(4, (3, 2), multi_hot=(False, True))
+    with torch.no_grad():
+        probe.linear.weight.zero_()
+        probe.linear.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 3.0, 3.0]))
+    p = probe.probabilities(torch.zeros(1, 1, 4))[0]
+    assert torch.allclose(p[:3].sum(), torch.tensor(1.0)) and p[0] > 0.7
+    assert torch.allclose(p[3:], torch.sigmoid(torch.tensor([3.0, 3.0])))  # a set: both present, not split
+
+
+def test_attribute_condition_steers_the_dit_but_trains_only_through_the_read_out():
+    """With attribute_condition the read-out's probabilities reach adaLN; the flow loss must not
+    train the read-out (it is trained on its attribute targets alone)."""
+    torch.manual_seed(0)
+    cfg = DiTConfig(text_dim=16, width=32, depth=1, heads=2, summary_queries=2, summary_width=8,
+                    attribute_classes=(3, 2), attribute_multi_hot=(False, True), attribute_condition=True)
+    model = LatentDiT(cfg)
+    for p in model.parameters():   # adaLN-Zero starts the DiT blind to its condition
+        if p.dim() > 0 and not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(1, 3, 8, 16, 16), torch.rand(1)
+    cond = (torch.randn(1, 16), torch.randn(1, 5, 16), torch.ones(1, 5, dtype=torch.bool))
+    before = model(x, t, *cond).detach()
+    with torch.no_grad():
+        model.prompt_probe.linear.bias.add_(torch.tensor([9.0, 0.0, 0.0, 0.0, 0.0]))
+    assert not torch.allclose(model(x, t, *cond), before, atol=1e-4)
+    model(x, t, *cond).pow(2).mean().backward()
+    assert model.prompt_probe.linear.weight.grad is None
+    assert model.attribute_embed.weight.grad.abs().sum() > 0

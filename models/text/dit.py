@@ -31,10 +31,13 @@ class DiTConfig:
     summary_width: int = 256
     attend_raw_tokens: bool = True  # cross-attend the encoder's token features too (besides the summary)
     attribute_classes: tuple = ()   # output sizes of the summary's training read-out (AttributeProbe)
+    attribute_multi_hot: tuple = ()  # which of those heads are multi-hot sets (sigmoids), not classes
+    attribute_condition: bool = False  # the read-out's probabilities also condition adaLN (see context())
     change_gate: bool = False    # also predict, per latent texel, the logit that it changes (editing)
 
     def __post_init__(self):
-        object.__setattr__(self, "attribute_classes", tuple(self.attribute_classes))  # JSON gives a list
+        for name in ("attribute_classes", "attribute_multi_hot"):  # JSON gives lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,7 +136,10 @@ class LatentDiT(nn.Module):
             self.summary_pool = nn.Linear(cfg.summary_queries * cfg.summary_width, w)
             self.summary_tokens = nn.Linear(cfg.summary_width, w)
             if cfg.attribute_classes:
-                self.prompt_probe = AttributeProbe(cfg.summary_queries * cfg.summary_width, cfg.attribute_classes)
+                self.prompt_probe = AttributeProbe(cfg.summary_queries * cfg.summary_width, cfg.attribute_classes,
+                                                   cfg.attribute_multi_hot)
+            if cfg.attribute_condition:
+                self.attribute_embed = nn.Linear(sum(cfg.attribute_classes), w)
         self.blocks = nn.ModuleList(Block(w, cfg.heads) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
@@ -158,6 +164,14 @@ class LatentDiT(nn.Module):
             return cond, ctx, mask
         summary = self.prompt_head(tokens, mask)
         cond = cond + self.summary_pool(summary.flatten(1))
+        if self.cfg.attribute_condition:
+            # what the read-out says the prompt describes (category, colours, sizes) as probabilities:
+            # a low-dimensional condition that a paraphrase moves only as far as it moves the
+            # read-out, where the summary's other directions drift freely off the training captions.
+            # No gradient: the read-out is trained on its attribute targets alone.
+            with torch.no_grad():
+                attributes = self.prompt_probe.probabilities(summary)
+            cond = cond + self.attribute_embed(attributes)
         s_ctx = self.summary_tokens(summary)
         s_mask = torch.ones(summary.shape[:2], dtype=torch.bool, device=mask.device)
         if not self.cfg.attend_raw_tokens:

@@ -38,15 +38,22 @@ class PromptHead(nn.Module):
 class AttributeProbe(nn.Module):
     """Training-time read-out of the summary: one linear head per attribute of the described
     asset or edit. A target of integer dtype is a class (softmax, cross-entropy), a float one a
-    multi-hot set (independent sigmoids). Heads and targets are matched by order."""
+    multi-hot set (independent sigmoids). Heads and targets are matched by order; `multi_hot`
+    names the multi-hot heads for `probabilities`, which has no targets to tell."""
 
-    def __init__(self, summary_dim: int, sizes: tuple[int, ...]):
+    def __init__(self, summary_dim: int, sizes: tuple[int, ...], multi_hot: tuple[bool, ...] = ()):
         super().__init__()
         self.sizes = tuple(sizes)
+        self.multi_hot = tuple(multi_hot) or (False,) * len(self.sizes)
         self.linear = nn.Linear(summary_dim, sum(self.sizes))
 
     def logits(self, summary: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.linear(summary.flatten(1)).split(self.sizes, dim=-1)
+
+    def probabilities(self, summary: torch.Tensor) -> torch.Tensor:
+        """(B, sum(sizes)): each class head's softmax and each multi-hot head's sigmoids."""
+        return torch.cat([lg.sigmoid() if multi else lg.softmax(-1)
+                          for lg, multi in zip(self.logits(summary), self.multi_hot)], dim=-1)
 
     def loss(self, summary: torch.Tensor, targets: dict) -> torch.Tensor:
         total = summary.new_zeros(())

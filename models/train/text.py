@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of samples conditioned on the pooled sentence embedding alone (token features "
                         "masked), so that the sentence-level meaning, which paraphrases share, carries the asset")
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--attribute-condition", action=argparse.BooleanOptionalAction, default=False,
+                   help="condition adaLN on the prompt summary's read-out probabilities (category, colours, "
+                        "sizes) as well")
     p.add_argument("--t-one", type=float, default=0.5,
                    help="share of each batch trained at t = 1, where the prompt is the only information")
     add_summary_arguments(p)
@@ -170,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = DiTConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res,
                     summary_queries=args.summary_queries, attend_raw_tokens=not args.no_raw_tokens,
                     attribute_classes=(len(CATEGORY_NAMES), len(COLOUR_NAMES), len(COLOUR_NAMES), len(SIZE_NAMES))
-                    if args.summary_queries else ())
+                    if args.summary_queries else (),
+                    attribute_multi_hot=(False, False, True, True) if args.summary_queries else (),
+                    attribute_condition=args.attribute_condition)
     model = LatentDiT(cfg).to(device)
     if args.summary_queries and args.head_pretrain:
         def caption_batch(rng, batch):
@@ -214,5 +219,6 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step,
     save_model(bundle, args.out, cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
-               token_dropout=args.token_dropout, head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
+               token_dropout=args.token_dropout, attribute_condition=args.attribute_condition,
+               head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
                train_seconds=round(train_s), device=device.type, version="1.0")

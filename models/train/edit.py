@@ -38,8 +38,8 @@ from ..text.flow import flow_inputs
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS, EditPair
 from ..world.palette import COLOUR_NAMES, PATTERNS
-from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, optimise, planned_run,
-                        pretrain_prompt_head, train, training_device, weights_bundle)
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, optimise, pretrain_prompt_head,
+                        training_device, two_stage_run, weights_bundle)
 from .text import embed, pick
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -240,27 +240,20 @@ def run(args: argparse.Namespace) -> int:
                   first_steps or step, step if first_steps else 0, device)
         return save
 
-    first_stage = args.init
-    if not first_stage:
+    def new_model():
         model = LatentDiT(cfg).to(device)
         if args.summary_queries and args.head_pretrain:
             pretrain_prompt_head(model, instruction_batch, args.head_pretrain, args.seed,
                                  held_out_instructions(encoder, text_stats, device))
-        sched, train_step = planned_run(args, device, model, make_step_with(None), warmup=300)
-        first_stage = os.path.join(args.run_dir, "stage1.safetensors") if args.balanced_steps else args.out
-        stage1 = argparse.Namespace(**{**vars(args), "out": first_stage})
-        train(stage1, model, sched, train_step, 500, saver(stage1, 0))
-    if args.balanced_steps:
-        # the first stage's EMA weights, as saved; its own schedule and seed
-        first = EditModel.load(first_stage, device)
-        model, first_steps = first.dit.train(), int(first.meta["steps"])
-        print(f"first stage: {first_stage} ({first_steps} steps)", flush=True)
-        stage = argparse.Namespace(**{**vars(args), "steps": args.balanced_steps,
-                                      "schedule_steps": args.balanced_steps, "lr": args.balanced_lr,
-                                      "seed": args.seed + 1, "time_budget": 0.0, "deadline": 0.0})
-        weights = balanced_weights(delta_n, args.balance_floor)
-        sched, train_step = planned_run(stage, device, model, make_step_with(weights), warmup=100)
-        train(stage, model, sched, train_step, 250, saver(stage, first_steps))
+        return model
+
+    def load_weights(path):
+        first = EditModel.load(path, device)
+        return first.dit, first.meta
+
+    weights = balanced_weights(delta_n, args.balance_floor)
+    two_stage_run(args, device, new_model, load_weights, lambda stage: make_step_with(weights if stage == 2 else None),
+                  saver, args.balanced_steps, args.balanced_lr, warmup=(300, 100), save_every=(500, 250))
     return 0
 
 

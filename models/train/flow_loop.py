@@ -3,6 +3,7 @@ long, classifier-free-guidance dropout of the condition, the warm-up + cosine sc
 optimiser step with clipping, the EMA of the weights, and the step log."""
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -108,6 +109,31 @@ def train(args, model: torch.nn.Module, sched, train_step, save_every: int, save
         if step % save_every == 0 or step == args.steps:
             save(ema, step, log.elapsed)
     print(f"wrote {args.out} after {log.elapsed / 60:.1f} min of training", flush=True)
+
+
+def two_stage_run(args, device: torch.device, new_model, load_weights, make_step_with, saver, second_steps: int,
+                  second_lr: float, warmup: tuple[int, int], save_every: tuple[int, int]) -> None:
+    """A first stage of args.steps from new_model() (skipped when args.init names its weights), then,
+    when second_steps > 0, a second stage from the first's EMA weights as saved, with its own
+    schedule (second_lr), seed + 1 and no time budget; the first stage then writes
+    run_dir/stage1.safetensors. make_step_with(stage 1 or 2) -> a make_step for planned_run;
+    saver(stage_args, first_steps or 0 in the first stage) -> save(ema, step, elapsed);
+    load_weights(path) -> (model, metadata)."""
+    first_stage = args.init
+    if not first_stage:
+        model = new_model()
+        sched, train_step = planned_run(args, device, model, make_step_with(1), warmup=warmup[0])
+        first_stage = os.path.join(args.run_dir, "stage1.safetensors") if second_steps else args.out
+        stage1 = argparse.Namespace(**{**vars(args), "out": first_stage})
+        train(stage1, model, sched, train_step, save_every[0], saver(stage1, 0))
+    if second_steps:
+        model, meta = load_weights(first_stage)
+        first_steps = int(meta["steps"])
+        print(f"first stage: {first_stage} ({first_steps} steps)", flush=True)
+        stage = argparse.Namespace(**{**vars(args), "steps": second_steps, "schedule_steps": second_steps,
+                                      "lr": second_lr, "seed": args.seed + 1, "time_budget": 0.0, "deadline": 0.0})
+        sched, train_step = planned_run(stage, device, model.train(), make_step_with(2), warmup=warmup[1])
+        train(stage, model, sched, train_step, save_every[1], saver(stage, first_steps))
 
 
 def pretrain_prompt_head(model, sample_batch, steps: int, seed: int, held_out: tuple | None = None,

@@ -30,7 +30,7 @@ from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.autoencoder import field_losses
 from ..triplane.loading import load_autoencoder
-from .flow_loop import add_runtime_arguments, optimise, planned_run, train, training_device, weights_bundle
+from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,24 +107,13 @@ def run(args: argparse.Namespace) -> int:
                        decoded_lr=args.decoded_lr, train_seconds=round(elapsed), device=device.type, version="1.1")
         return save
 
-    first_stage = args.init
-    if not first_stage:
-        model = TriplaneReconstructor(cfg).to(device)
-        sched, train_step = planned_run(args, device, model, make_step_with(0.0), warmup=200)
-        first_stage = os.path.join(args.run_dir, "stage1.safetensors") if args.decoded_steps else args.out
-        stage1 = argparse.Namespace(**{**vars(args), "out": first_stage})
-        train(stage1, model, sched, train_step, 500, saver(stage1, 0))
-    if args.decoded_steps:
-        # the first stage's EMA weights, as saved
-        first = ImageModel.load(first_stage, device)
-        model, first_steps = first.net.train(), int(first.meta["steps"])
-        print(f"first stage: {first_stage} ({first_steps} steps)", flush=True)
-        # the second stage continues from the first's EMA weights, with its own schedule and seed
-        stage = argparse.Namespace(**{**vars(args), "steps": args.decoded_steps, "schedule_steps": args.decoded_steps,
-                                      "lr": args.decoded_lr, "seed": args.seed + 1, "time_budget": 0.0,
-                                      "deadline": 0.0})
-        sched, train_step = planned_run(stage, device, model, make_step_with(10.0 * args.decoded_weight), warmup=100)
-        train(stage, model, sched, train_step, 250, saver(stage, first_steps))
+    def load_weights(path):
+        first = ImageModel.load(path, device)
+        return first.net, first.meta
+
+    two_stage_run(args, device, lambda: TriplaneReconstructor(cfg).to(device), load_weights,
+                  lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
+                  args.decoded_steps, args.decoded_lr, warmup=(200, 100), save_every=(500, 250))
     return 0
 
 

@@ -17,11 +17,12 @@ the exact before/after assets of the procedural world:
                 (acc_oracle - acc_source) >= 0.5, where oracle = the encoded true target.
                 Pairs whose change the autoencoder cannot show (oracle gain < 0.1) are
                 counted apart ("unrepresentable"), not as successes.
+  progress      the share of the asked change achieved (the ratio above, or the bounding box's
+                log-scale move), clipped to [0, 1] and averaged: finer than the success rate.
   preservation  in the region the edit does not touch (points whose exact SDF is equal
                 before and after): occupancy IoU of the edited field with the source's
                 decoded field, and the colour error on untouched surface points.
-                progress: the share of the asked change achieved, clipped to [0, 1], averaged
-                (a finer figure than the success rate on a few pairs).
+                oracle_*: the same for the encoded true target, the latent space's own ceiling.
   chained       5 successive held-out edits; the untouched-region IoU and colour error
                 against the source after each step.
 """
@@ -43,6 +44,7 @@ from ..geometry import grid_points
 from ..triplane.inference import LatentField, encode_cloud
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
+from ..world.captions import COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
 from ..world.palette import COLOUR_ARRAY
@@ -156,6 +158,9 @@ def judge(pair, probe: Probe, src: LatentField, edit: LatentField, oracle: Laten
         else:
             row.update(progress=round((acc[1] - acc[0]) / gain, 3), success=(acc[1] - acc[0]) / gain >= 0.5)
     row.update(preservation(probe, src, edit))
+    # the same measure for the encoded true target: what the latent space itself keeps of the
+    # untouched region when the asset changes (the ceiling of any edit in it)
+    row.update({f"oracle_{k}": v for k, v in preservation(probe, src, oracle).items()})
     return row
 
 
@@ -184,8 +189,25 @@ def summarise(rows: list[dict]) -> dict:
             "edit_success": round(float(np.mean([r["success"] for r in judged])), 4) if judged else None,
             "progress": _progress(judged), "unrepresentable": len(rows) - len(judged),
             "untouched_iou": _mean(rows, "untouched_iou"), "untouched_colour_l1": _mean(rows, "untouched_colour_l1"),
+            "oracle_untouched_iou": _mean(rows, "oracle_untouched_iou"),
+            "oracle_untouched_colour_l1": _mean(rows, "oracle_untouched_colour_l1"),
             "warned_as_unsupported": round(float(np.mean([r.get("warned", False) for r in rows])), 4),
             "per_kind": per_kind}
+
+
+HELD_OUT_COLOUR_WORDS = tuple(w for _, held in COLOUR_WORDS.values() for w in held)
+
+
+def by_colour_word(rows: list[dict]) -> dict:
+    """Success of the colour edits split by whether the instruction names its colour with a held-out
+    synonym ("scarlet", "azure") or the training word: which failures are the sentence encoder's."""
+    out = {}
+    for name, held in (("training_word", False), ("held_out_word", True)):
+        k = [r for r in rows if r["kind"] in COLOUR_KINDS and r["success"] is not None
+             and any(w in r["instruction"] for w in HELD_OUT_COLOUR_WORDS) == held]
+        out[name] = {"pairs": len(k), "success": round(float(np.mean([r["success"] for r in k])), 3) if k else None,
+                     "progress": _progress(k)}
+    return out
 
 
 def _progress(judged: list[dict]):
@@ -228,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
             row = judge(pair, probe, LatentField(ae, z_src), LatentField(ae, z_edit), LatentField(ae, z_oracle), grid)
             rows.append({**row, "warned": bool(warnings)})
         summary[name] = summarise(rows)
+        if name == "heldout_phrasing":
+            summary[name]["colour_edits_by_word"] = by_colour_word(rows)
         print(name, json.dumps(summary[name]), flush=True)
         for r in rows[:: max(1, len(rows) // 8)]:
             print("   ", json.dumps(r))

@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t-one", type=float, default=0.9, help="share of training samples at t = 1 (pure noise)")
     p.add_argument("--change-gate", type=float, default=0.25,
                    help="> 0: also predict which latent texels the edit changes, with this weight on its loss")
-    p.add_argument("--balanced-steps", type=int, default=0,
+    p.add_argument("--balanced-steps", type=int, default=3000,
                    help="second-stage steps with each pair's loss divided by its delta energy (+ --balance-floor)")
     p.add_argument("--balance-floor", type=float, default=0.25,
                    help="added to a pair's delta energy (mean over pairs ~1) before dividing by it")

@@ -81,3 +81,22 @@ def test_balanced_weights_count_small_edits_like_large_ones():
     share_plain = per_pair[1] / per_pair.sum()
     share_balanced = (w * per_pair)[1] / (w * per_pair).sum()
     assert share_balanced > 10 * share_plain   # the local edit's share of the loss, against plain MSE
+
+
+def test_surface_loss_prefers_the_true_edit_and_trains_only_the_delta(autoencoder):
+    from models.train.edit import SurfaceLoss
+
+    key = next(k for k in (PairKey("train", i, 0) for i in range(60)) if edit_for(k).kind == "recolour_all")
+    pair = edit_for(key)
+    src, tgt = pair_clouds(key, pair, source_points(pair.before, key))
+    ae = copy.deepcopy(autoencoder)  # the loss freezes its autoencoder; the fixture is shared
+    z_src, z_tgt = (ae.encode(torch.from_numpy(c.astype(np.float32))[None]).detach() for c in (src, tgt))
+    loss = SurfaceLoss(ae, [tgt], z_src, torch.ones(1), points=1024)
+    true_delta = z_tgt - z_src
+    right = loss.loss(true_delta, np.array([0]), np.random.default_rng(0))
+    unchanged = loss.loss(torch.zeros_like(true_delta), np.array([0]), np.random.default_rng(0))
+    assert float(right) < 0.5 * float(unchanged), (float(right), float(unchanged))
+    delta = torch.zeros_like(true_delta).requires_grad_(True)
+    loss.loss(delta, np.array([0]), np.random.default_rng(1)).backward()
+    assert delta.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ae.parameters())

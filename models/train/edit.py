@@ -35,6 +35,7 @@ from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_inputs
+from ..triplane.autoencoder import field_losses
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS, EditPair
 from ..world.palette import COLOUR_NAMES, PATTERNS
@@ -61,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance-floor", type=float, default=0.25,
                    help="added to a pair's delta energy (mean over pairs ~1) before dividing by it")
     p.add_argument("--balanced-lr", type=float, default=2e-4)
+    p.add_argument("--decoded-weight", type=float, default=0.0,
+                   help="second stage: weight of a loss on the decoded edit at the target's surface points "
+                        "(SDF there is 0, colour the target's), for samples at t = 1")
+    p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
+    p.add_argument("--decoded-points", type=int, default=1024, help="target surface points per decoded sample")
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
     p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
@@ -116,6 +122,28 @@ def balanced_weights(delta_n: torch.Tensor, floor: float) -> torch.Tensor:
     near-empty deltas, encoder noise, from dominating)."""
     w = 1.0 / (delta_n.pow(2).mean(dim=(1, 2, 3, 4)) + floor)
     return w / w.mean()
+
+
+class SurfaceLoss:
+    """The decoded edit against the target's surface samples: source latent + predicted delta ->
+    frozen autoencoder decoder -> SDF (0 on the target's surface) and colour (the target's) at
+    random points of the pair's target cloud, with the autoencoder's own loss terms. Latent MSE
+    weighs a recoloured handle by its few texels; this weighs it by what the decoded mesh shows."""
+
+    def __init__(self, ae, clouds: list[np.ndarray], src: torch.Tensor, delta_std: torch.Tensor, points: int):
+        self.ae = ae.eval().requires_grad_(False)
+        self.clouds, self.src, self.delta_std, self.points = clouds, src, delta_std, points
+
+    def loss(self, delta_n: torch.Tensor, pairs: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        if len(pairs) == 0:
+            return delta_n.new_zeros(())
+        dev = delta_n.device
+        cloud = np.stack([self.clouds[i][rng.integers(0, len(self.clouds[i]), self.points)] for i in pairs])
+        cloud = torch.from_numpy(cloud.astype(np.float32)).to(dev)
+        latent = self.src[torch.from_numpy(pairs).to(dev)] + delta_n * self.delta_std
+        sdf, rgb = self.ae.query(self.ae.decode(latent), cloud[..., :3])
+        sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, torch.zeros_like(sdf), cloud[..., 3:6], self.ae.cfg.sdf_clamp)
+        return sdf_loss + rgb_mse
 
 
 AXES = ("none", "whole", "z", "x")
@@ -209,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
         k = text_of_pair[offsets[pair] + rng.integers(0, counts[pair])]
         return tokens[k].float(), masks[k], pick(targets, torch.from_numpy(pair))
 
-    def make_step_with(pair_weights):
+    surface = SurfaceLoss(ae, [p["tgt"] for p in pairs], src, delta_std, args.decoded_points)
+
+    def make_step_with(pair_weights, decoded_weight=0.0):
         def make_step(net, opt, sched, rng, gen):
             def step():
                 pair = rng.integers(0, len(pairs), args.batch)
@@ -224,6 +254,13 @@ def run(args: argparse.Namespace) -> int:
                     pred, gate_loss = net(x_t, t, *cond, source_n[b]), 0.0
                 per_pair = (pred - velocity).pow(2).mean(dim=(1, 2, 3, 4))
                 loss = (per_pair if pair_weights is None else per_pair * pair_weights[b]).mean() + gate_loss
+                if decoded_weight > 0:
+                    # the delta the one-step pipeline would apply: x_t - t * v at t = 1, gated
+                    k = torch.nonzero(t[:args.decoded_batch] == 1).flatten()
+                    delta_k = x_t[k] - pred[k]
+                    if args.change_gate > 0:
+                        delta_k = delta_k * torch.sigmoid(gate[k])[:, :, None]
+                    loss = loss + decoded_weight * surface.loss(delta_k, pair[k.numpy()], rng)
                 if args.summary_queries and args.aux_weight > 0:
                     summary = net.prompt_head(tokens[k].float(), masks[k])
                     loss = loss + args.aux_weight * net.prompt_probe.loss(summary, pick(targets, b))
@@ -252,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
         return first.dit, first.meta
 
     weights = balanced_weights(delta_n, args.balance_floor)
-    two_stage_run(args, device, new_model, load_weights, lambda stage: make_step_with(weights if stage == 2 else None),
+    two_stage_run(args, device, new_model, load_weights,
+                  lambda stage: make_step_with(weights, args.decoded_weight) if stage == 2 else make_step_with(None),
                   saver, args.balanced_steps, args.balanced_lr, warmup=(300, 100), save_every=(500, 250))
     return 0
 
@@ -267,6 +305,8 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
     save_model(bundle, args.out, cfg.to_dict(), half=True, ood_threshold=round(ood_threshold(encoder, bank), 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                balanced_steps=balanced_step, balance_floor=args.balance_floor, balanced_lr=args.balanced_lr,
+               decoded_weight=args.decoded_weight, decoded_batch=args.decoded_batch,
+               decoded_points=args.decoded_points,
                sources=args.sources, pairs=n_pairs, t_one=args.t_one, change_gate=args.change_gate,
                summary_queries=args.summary_queries,
                head_pretrain=args.head_pretrain, aux_weight=args.aux_weight, train_seconds=round(train_s),

@@ -15,7 +15,9 @@ Two stages: the flow loss as above (--steps), then --balanced-steps more from th
 EMA weights with each pair's loss divided by its delta's energy (plus a floor). Plain MSE weighs
 a pair by how much latent it moves: a whole resize moves ~10x what adding a part or recolouring
 one does, so the small, local edits were under-fitted (their predicted deltas 0.6-0.8 of the
-true size on training pairs). --init skips the first stage by starting from its weights.
+true size on training pairs). --decoded-weight adds, in the second stage, a loss on the decoded
+edit at the target's surface points (SurfaceLoss). --init skips the first stage by starting
+from its weights.
 """
 from __future__ import annotations
 
@@ -256,11 +258,11 @@ def run(args: argparse.Namespace) -> int:
                 loss = (per_pair if pair_weights is None else per_pair * pair_weights[b]).mean() + gate_loss
                 if decoded_weight > 0:
                     # the delta the one-step pipeline would apply: x_t - t * v at t = 1, gated
-                    k = torch.nonzero(t[:args.decoded_batch] == 1).flatten()
-                    delta_k = x_t[k] - pred[k]
+                    d = torch.nonzero(t[:args.decoded_batch] == 1).flatten()
+                    delta_d = x_t[d] - pred[d]
                     if args.change_gate > 0:
-                        delta_k = delta_k * torch.sigmoid(gate[k])[:, :, None]
-                    loss = loss + decoded_weight * surface.loss(delta_k, pair[k.numpy()], rng)
+                        delta_d = delta_d * torch.sigmoid(gate[d])[:, :, None]
+                    loss = loss + decoded_weight * surface.loss(delta_d, pair[d.numpy()], rng)
                 if args.summary_queries and args.aux_weight > 0:
                     summary = net.prompt_head(tokens[k].float(), masks[k])
                     loss = loss + args.aux_weight * net.prompt_probe.loss(summary, pick(targets, b))

@@ -37,7 +37,7 @@ from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_inputs
-from ..triplane.autoencoder import field_losses
+from ..triplane.autoencoder import decoded_field_loss
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS, EditPair
 from ..world.palette import COLOUR_NAMES, PATTERNS
@@ -143,9 +143,7 @@ class SurfaceLoss:
         cloud = np.stack([self.clouds[i][rng.integers(0, len(self.clouds[i]), self.points)] for i in pairs])
         cloud = torch.from_numpy(cloud.astype(np.float32)).to(dev)
         latent = self.src[torch.from_numpy(pairs).to(dev)] + delta_n * self.delta_std
-        sdf, rgb = self.ae.query(self.ae.decode(latent), cloud[..., :3])
-        sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, torch.zeros_like(sdf), cloud[..., 3:6], self.ae.cfg.sdf_clamp)
-        return sdf_loss + rgb_mse
+        return decoded_field_loss(self.ae, latent, cloud[..., :3], cloud.new_zeros(cloud.shape[:2]), cloud[..., 3:6])
 
 
 AXES = ("none", "whole", "z", "x")

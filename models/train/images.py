@@ -28,7 +28,7 @@ from ..data import load_or_build
 from ..images.data import load_or_render
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
-from ..triplane.autoencoder import field_losses
+from ..triplane.autoencoder import decoded_field_loss
 from ..triplane.loading import load_autoencoder
 from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
 from .text import normalised_asset_latents
@@ -134,6 +134,5 @@ class DecodedField:
         def take(a):
             return torch.from_numpy(a[assets[:, None], pick].astype(np.float32)).to(dev)
 
-        sdf, rgb = self.ae.query(self.ae.decode(latent_n * self.std + self.mean), take(self.query))
-        sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, take(self.sdf), take(self.rgb), self.ae.cfg.sdf_clamp)
-        return sdf_loss + rgb_mse
+        return decoded_field_loss(self.ae, latent_n * self.std + self.mean, take(self.query), take(self.sdf),
+                                  take(self.rgb))

@@ -174,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
                     summary_queries=args.summary_queries, attend_raw_tokens=not args.no_raw_tokens,
                     attribute_classes=(len(CATEGORY_NAMES), len(COLOUR_NAMES), len(COLOUR_NAMES), len(SIZE_NAMES))
                     if args.summary_queries else (),
-                    attribute_multi_hot=(False, False, True, True) if args.summary_queries else (),
+                    # float targets are multi-hot sets (attribute_targets)
+                    attribute_multi_hot=tuple(v.is_floating_point() for v in targets.values())
+                    if args.summary_queries else (),
                     attribute_condition=args.attribute_condition)
     model = LatentDiT(cfg).to(device)
     if args.summary_queries and args.head_pretrain:

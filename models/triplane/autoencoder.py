@@ -114,3 +114,13 @@ def field_losses(sdf: torch.Tensor, rgb: torch.Tensor, sdf_gt: torch.Tensor, rgb
     near = (sdf_gt.abs() < 0.03).float().unsqueeze(-1)
     denom = (3 * near.sum()).clamp(min=1)
     return sdf_loss, (((rgb - rgb_gt) ** 2) * near).sum() / denom, ((rgb - rgb_gt).abs() * near).sum() / denom
+
+
+def decoded_field_loss(ae: TriplaneAutoencoder, latent: torch.Tensor, points: torch.Tensor, sdf_gt: torch.Tensor,
+                       rgb_gt: torch.Tensor) -> torch.Tensor:
+    """Latents (B, 3, C, R, R) through the (frozen) decoder and field at points (B, M, 3), scored
+    with the autoencoder's own reconstruction loss (truncated SDF L1 + near-surface colour MSE):
+    the loss the images and edit trainings add on their predicted latents."""
+    sdf, rgb = ae.query(ae.decode(latent), points)
+    sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, sdf_gt, rgb_gt, ae.cfg.sdf_clamp)
+    return sdf_loss + rgb_mse

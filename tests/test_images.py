@@ -125,6 +125,39 @@ def test_a_missing_back_view_is_masked_out_of_the_fusion():
     assert not torch.allclose(alone[1], masked[1], atol=1e-3)  # a real back does
 
 
+def test_the_image_frame_stands_the_asset_on_the_ground_centred_at_a_fixed_size():
+    from models.images.frame import from_image_frame, image_frame, to_image_frame
+    from models.world.asset import TARGET_EXTENT
+    from models.world.shapes import GROUND
+
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([0.1, -0.2, -0.85]), np.array([0.5, 0.6, 0.3])     # tallest along Z: 1.15
+    box = np.concatenate([lo + rng.random((500, 3)) * (hi - lo), [lo, hi]]).astype(np.float32)
+    origin, scale = image_frame(box)
+    moved = to_image_frame(box, origin, scale)
+    assert np.isclose(scale, TARGET_EXTENT / 1.15)
+    assert np.isclose((moved.max(0) - moved.min(0)).max(), TARGET_EXTENT)
+    assert np.isclose(moved[:, 2].min(), GROUND) and np.allclose((moved.max(0) + moved.min(0))[:2] / 2, 0, atol=1e-6)
+    assert np.allclose(from_image_frame(moved, origin, scale), box, atol=1e-6)
+
+
+def test_training_records_in_the_image_frame_keep_the_exact_distances():
+    """Moved query points carry the exact asset's distance, scaled with them."""
+    from models.data import SampleConfig, asset_record
+    from models.images.frame import from_image_frame, image_frame, records_in_image_frame
+    from models.world.asset import Asset, sample_asset_spec
+
+    spec = sample_asset_spec("train", 5)   # a vase: not TARGET_EXTENT across as sampled
+    record = {k: v[None] for k, v in asset_record(spec, 0, SampleConfig(512, 512, 256)).items()}
+    moved = records_in_image_frame(record)
+    origin, scale = image_frame(record["surface"][..., :3])
+    assert abs(float(scale[0]) - 1.0) > 0.02
+    back = from_image_frame(moved["query"].astype(np.float32), origin, scale)[0]
+    exact = Asset(spec).query(back, with_colour=False)[0] * scale[0]
+    assert np.abs(exact - moved["sdf"][0].astype(np.float32)).max() < 0.01
+    assert np.array_equal(moved["rgb"], record["rgb"])
+
+
 needs_weights = pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="images weights not trained")
 
 
@@ -154,14 +187,20 @@ def reconstructor(autoencoder):
 
 @needs_weights
 def test_the_back_view_helps_and_a_wrong_back_hurts(reconstructor, autoencoder, held_out_views):
+    from models.data import surface_points
     from models.geometry import grid_points
+    from models.images.frame import from_image_frame, image_frame
     from models.triplane.inference import LatentField
     from models.world.asset import Asset, sample_asset_spec
 
     grid = grid_points(40)
     ious = {"front": [], "front_back": [], "wrong_back": []}
     for i in range(26):   # one asset per category was too few to see a 0.01 gain through the noise
-        truth = Asset(sample_asset_spec("test", i)).query(grid, with_colour=False)[0] < 0
+        asset = Asset(sample_asset_spec("test", i))
+        points = grid    # the truth where the model puts it (models/images/frame.py)
+        if reconstructor.frame == "image":
+            points = from_image_frame(grid, *image_frame(surface_points(asset, 4096, np.random.default_rng(i))))
+        truth = asset.query(points, with_colour=False)[0] < 0
         front, back = held_out_views[i][0:1], held_out_views[i][1:2]
         for name, latent in (("front", reconstructor.feed_forward(front)),
                              ("front_back", reconstructor.feed_forward(front, back)),

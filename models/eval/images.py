@@ -4,7 +4,9 @@
 
 Held-out `test` assets (never rendered for training), each rendered from a jittered Front
 and Back camera (random focal length or orthographic, light, background) and prepared as a
-user's image would be. Measured against the exact asset: occupancy IoU (uniform points in
+user's image would be. Measured against the exact asset, placed in the frame the model
+predicts in (`images.frame`: on the ground, centred, largest side fixed, as a cropped image
+tells it; checkpoints before 1.2 predict the asset as it sits in the cube): occupancy IoU (uniform points in
 the cube), F-score of the 64^3 mesh's surface at 0.02 and 0.05, colour L1 at the true surface.
 Rows: the autoencoder's own reconstruction of the asset (the ceiling of any image model in
 this latent space), front only, front + back, and front + a wrong back (the front mirrored;
@@ -25,6 +27,7 @@ import torch
 from ..data import surface_points
 from ..device import pick_device
 from ..images.data import RENDER_RES, render_asset
+from ..images.frame import from_image_frame, image_frame, to_image_frame
 from ..images.render import VIEWS, canonical_camera, random_background, random_lighting, sphere_trace
 from ..mesh import MeshExtractionError
 from ..metrics import volume_iou
@@ -48,14 +51,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "images_eval.json"))
 
 
-def ground_truth(index: int) -> dict:
+def ground_truth(index: int, frame: str = "image") -> dict:
+    """A held-out asset's exact occupancy (uniform points), surface and colour, and the surface
+    cloud the autoencoder row encodes, in the frame the model predicts in (`images.frame`)."""
     asset = Asset(sample_asset_spec("test", index))
     rng = np.random.default_rng([index, 0x45564C])
     surf = surface_points(asset, 10000 + 2048, rng)
+    rgb = asset.query(surf)[1]
     uni = rng.uniform(-1, 1, (100_000, 3)).astype(np.float32)
-    cloud = np.concatenate([surf[10000:], asset.query(surf[10000:])[1]], 1)
-    return {"category": asset.spec.category, "uni": uni, "uni_sdf": asset.query(uni, with_colour=False)[0],
-            "surf": surf[:10000], "surf_rgb": asset.query(surf[:10000])[1], "cloud": cloud}
+    if frame == "image":
+        origin, scale = image_frame(surf)
+        uni_sdf = asset.query(from_image_frame(uni, origin, scale), with_colour=False)[0] * scale
+        surf = to_image_frame(surf, origin, scale)
+    else:
+        uni_sdf = asset.query(uni, with_colour=False)[0]
+    return {"category": asset.spec.category, "uni": uni, "uni_sdf": uni_sdf, "surf": surf[:10000],
+            "surf_rgb": rgb[:10000], "cloud": np.concatenate([surf[10000:], rgb[10000:]], 1)}
 
 
 def canonical_render(index: int, view: str) -> np.ndarray:
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     refine_rows: dict[str, list[dict]] = {"before": [], "after": []}
     render_figures, refine_seconds, ff_seconds = [], [], []
     for i in range(args.assets):
-        gt = ground_truth(i)
+        gt = ground_truth(i, rec.frame)
         front, back = views[i][0:1], views[i][1:2]
         t = time.perf_counter()
         dual = rec.feed_forward(front, back)
@@ -115,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
               f"front+back {rows['front_back'][-1]['iou']:.3f}  autoencoder {rows['autoencoder'][-1]['iou']:.3f}",
               flush=True)
 
-    summary = {"model": "images", "weights": os.path.relpath(args.weights, REPO), "held_out_assets": args.assets,
+    summary = {"model": "images", "weights": os.path.relpath(args.weights, REPO), "frame": rec.frame,
+               "held_out_assets": args.assets,
                "resolution": args.resolution,
                "rows": {k: {m: round(v, 4) for m, v in summarise(r).items()} for k, r in rows.items()},
                "iou_front_back_per_category": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_cat.items())},

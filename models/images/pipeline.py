@@ -60,6 +60,12 @@ class ImagesToAsset:
     def device(self) -> torch.device:
         return self.model.latent_mean.device
 
+    @property
+    def frame(self) -> str:
+        """Where reconstructions stand (`images.frame`): "image" (on the ground, centred, largest
+        side TARGET_EXTENT) or, for checkpoints before 1.2, "asset" (the training asset's own size)."""
+        return str(self.model.meta.get("frame", "asset"))
+
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3|4) float in [0, 1] -> (1, 4, S, S) on the model's device."""
         size = self.model.net.cfg.image_size

@@ -3,7 +3,9 @@
     python -m models.train images --seed 0
 
 Targets are the autoencoder's latents of the same assets the text model uses (posterior
-mean of each asset's coloured surface cloud), normalised per (plane, channel). Half of each
+mean of each asset's coloured surface cloud), moved into the image frame (standing on the
+ground, centred, largest side fixed: what a cropped image can tell; models/images/frame.py)
+and normalised per (plane, channel). Half of each
 batch sees the front view only (its back tokens masked), so one model serves both modes.
 
 Two stages: latent MSE (--steps), then --decoded-steps more with a loss on the *decoded*
@@ -26,6 +28,7 @@ import torch
 from ..checkpoint import save_model
 from ..data import load_or_build
 from ..images.data import load_or_render
+from ..images.frame import records_in_image_frame
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.autoencoder import decoded_field_loss
@@ -54,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
     p.add_argument("--decoded-lr", type=float, default=2e-4)
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
+    p.add_argument("--frame", choices=("image", "asset"), default="image",
+                   help="targets in the image frame (size and place a cropped image can tell; "
+                        "models/images/frame.py) or as the assets sit in the cube (checkpoints before 1.2)")
     add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "images"))
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
           f"{time.time() - t0:.0f}s", flush=True)
     ae = load_autoencoder(device=device)
     data = load_or_build("train", args.assets, args.cache, args.workers)
+    if args.frame == "image":
+        data = records_in_image_frame(data)
     target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, data=data)
     images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
@@ -104,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                        variants=args.variants, back_rate=args.back_rate,
                        decoded_steps=step if first_stage else 0, decoded_weight=args.decoded_weight,
                        decoded_batch=args.decoded_batch, decoded_points=args.decoded_points,
-                       decoded_lr=args.decoded_lr, train_seconds=round(elapsed), device=device.type, version="1.1")
+                       decoded_lr=args.decoded_lr, frame=args.frame, train_seconds=round(elapsed), device=device.type,
+                       version="1.2")
         return save
 
     def load_weights(path):

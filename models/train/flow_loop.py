@@ -112,10 +112,11 @@ def train(args, model: torch.nn.Module, sched, train_step, save_every: int, save
 
 
 def two_stage_run(args, device: torch.device, new_model, load_weights, make_step_with, saver, second_steps: int,
-                  second_lr: float, warmup: tuple[int, int], save_every: tuple[int, int]) -> None:
+                  second_lr: float, warmup: tuple[int, int], save_every: tuple[int, int],
+                  second_seed_offset: int = 1) -> None:
     """A first stage of args.steps from new_model() (skipped when args.init names its weights), then,
     when second_steps > 0, a second stage from the first's EMA weights as saved, with its own
-    schedule (second_lr), seed + 1 and no time budget; the first stage then writes
+    schedule (second_lr), seed + second_seed_offset and no time budget; the first stage then writes
     run_dir/stage1.safetensors. make_step_with(stage 1 or 2) -> a make_step for planned_run;
     saver(stage_args, first_steps or 0 in the first stage) -> save(ema, step, elapsed);
     load_weights(path) -> (model, metadata)."""
@@ -131,7 +132,8 @@ def two_stage_run(args, device: torch.device, new_model, load_weights, make_step
         first_steps = int(meta["steps"])
         print(f"first stage: {first_stage} ({first_steps} steps)", flush=True)
         stage = argparse.Namespace(**{**vars(args), "steps": second_steps, "schedule_steps": second_steps,
-                                      "lr": second_lr, "seed": args.seed + 1, "time_budget": 0.0, "deadline": 0.0})
+                                      "lr": second_lr, "seed": args.seed + second_seed_offset,
+                                      "time_budget": 0.0, "deadline": 0.0})
         sched, train_step = planned_run(stage, device, model.train(), make_step_with(2), warmup=warmup[1])
         train(stage, model, sched, train_step, save_every[1], saver(stage, first_steps))
 

@@ -3,7 +3,9 @@
     python -m models.train text --seed 0
 
 Needs the autoencoder weights (the latent space) and reuses the autoencoder's cached
-training data (surface points) when present. Writes models/weights/text.safetensors with
+training data (surface points) when present. Two stages: --steps from scratch (after the
+prompt summary's pre-training), then --continue-steps more from the first stage's EMA weights
+with a fresh warm-up and a lower learning rate (--init starts there from given weights). Writes models/weights/text.safetensors with
 the DiT (EMA weights), the latent normalisation, a bank of caption embeddings for
 out-of-domain warnings and the calibrated warning threshold.
 """
@@ -28,9 +30,9 @@ from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
-from ..text.pipeline import DEFAULT_WEIGHTS
+from ..text.pipeline import DEFAULT_WEIGHTS, TextModel
 from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, drop_tokens, optimise,
-                        planned_run, pretrain_prompt_head, train, training_device, weights_bundle)
+                        pretrain_prompt_head, training_device, two_stage_run, weights_bundle)
 
 SIZE_NAMES = tuple(SIZE_WORDS)  # small, large, tall, short
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each batch trained at t = 1, where the prompt is the only information")
     add_summary_arguments(p)
     add_runtime_arguments(p)
+    p.add_argument("--continue-steps", type=int, default=3000,
+                   help="second stage: this many more steps from the first stage's EMA weights, with a fresh "
+                        "warm-up and cosine schedule at --continue-lr (the same seed)")
+    p.add_argument("--continue-lr", type=float, default=1e-4)
+    p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
@@ -178,13 +185,19 @@ def run(args: argparse.Namespace) -> int:
                     attribute_multi_hot=tuple(v.is_floating_point() for v in targets.values())
                     if args.summary_queries else (),
                     attribute_condition=args.attribute_condition)
-    model = LatentDiT(cfg).to(device)
-    if args.summary_queries and args.head_pretrain:
-        def caption_batch(rng, batch):
-            cap = rng.integers(0, len(tokens), batch)
-            return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
-        pretrain_prompt_head(model, caption_batch, args.head_pretrain, args.seed,
-                             held_out_phrasings(encoder, text_stats, device))
+    def new_model():
+        model = LatentDiT(cfg).to(device)
+        if args.summary_queries and args.head_pretrain:
+            def caption_batch(rng, batch):
+                cap = rng.integers(0, len(tokens), batch)
+                return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
+            pretrain_prompt_head(model, caption_batch, args.head_pretrain, args.seed,
+                                 held_out_phrasings(encoder, text_stats, device))
+        return model
+
+    def load_weights(path):
+        start = TextModel.load(path, device)
+        return start.dit, start.meta
 
     def make_step(net, opt, sched, rng, gen):
         def step():
@@ -201,13 +214,18 @@ def run(args: argparse.Namespace) -> int:
             return loss
         return step
 
-    sched, train_step = planned_run(args, device, model, make_step, warmup=300)
-    train(args, model, sched, train_step, 1000, lambda ema, step, elapsed: _save(
-        args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, elapsed, step, device))
+    def saver(stage_args, first_steps):
+        def save(ema, step, elapsed):
+            _save(stage_args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, elapsed, first_steps + step,
+                  device, continued=step if first_steps else 0)
+        return save
+
+    two_stage_run(args, device, new_model, load_weights, lambda stage: make_step, saver, args.continue_steps,
+                  args.continue_lr, warmup=(300, 100), save_every=(1000, 1000), second_seed_offset=0)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step, device) -> None:
+def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step, device, continued: int = 0) -> None:
     bank_idx = torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()
     bank = pooled[bank_idx]
     names = concept_names()
@@ -223,4 +241,5 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
                token_dropout=args.token_dropout, attribute_condition=args.attribute_condition,
                head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
+               continue_steps=continued, lr=args.lr,
                train_seconds=round(train_s), device=device.type, version="1.0")

@@ -208,11 +208,30 @@ def test_the_back_view_helps_and_a_wrong_back_hurts(reconstructor, autoencoder, 
             occ = LatentField(autoencoder, latent).sdf(grid) < 0
             ious[name].append((occ & truth).sum() / max((occ | truth).sum(), 1))
     mean = {k: float(np.mean(v)) for k, v in ious.items()}
-    # measured: front 0.480, front + back 0.496, front + another asset's back 0.342 (65 assets in
-    # models/cards/images.md: 0.476, 0.485, 0.327)
-    assert mean["front_back"] > 0.4, mean
-    assert mean["front_back"] > mean["front"] + 0.005, mean
+    # measured: front 0.648, front + back 0.668, front + another asset's back 0.331 (65 assets in
+    # models/cards/images.md, finer points: 0.657, 0.662, 0.358)
+    assert mean["front_back"] > 0.6, mean
+    assert mean["front_back"] > mean["front"] + 0.01, mean
     assert mean["wrong_back"] < mean["front_back"] - 0.1, mean
+
+
+@needs_weights
+def test_reconstructions_stand_on_the_ground_centred_at_the_image_frames_size(reconstructor, autoencoder,
+                                                                            held_out_views):
+    """A cropped image cannot tell how large the object is: the shipped model answers in the image
+    frame (models/images/frame.py), whatever size the held-out asset had in the cube."""
+    from models.triplane.inference import latent_to_mesh
+    from models.world.asset import TARGET_EXTENT
+    from models.world.shapes import GROUND
+
+    assert reconstructor.frame == "image"
+    for i in (5, 6, 7, 10):   # a vase, a bottle, a car, a house
+        latent = reconstructor.feed_forward(held_out_views[i][0:1], held_out_views[i][1:2])
+        v = latent_to_mesh(autoencoder, latent, 64).vertices
+        lo, hi = v.min(0), v.max(0)
+        assert abs(lo[2] - GROUND) < 0.06, (i, lo)
+        assert abs((hi - lo).max() / TARGET_EXTENT - 1) < 0.1, (i, hi - lo)
+        assert np.abs((lo + hi)[:2] / 2).max() < 0.08, (i, lo, hi)
 
 
 @needs_weights

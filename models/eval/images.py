@@ -6,8 +6,9 @@ Held-out `test` assets (never rendered for training), each rendered from a jitte
 and Back camera (random focal length or orthographic, light, background) and prepared as a
 user's image would be. Measured against the exact asset, placed in the frame the model
 predicts in (`images.frame`: on the ground, centred, largest side fixed, as a cropped image
-tells it; checkpoints before 1.2 predict the asset as it sits in the cube): occupancy IoU (uniform points in
-the cube), F-score of the 64^3 mesh's surface at 0.02 and 0.05, colour L1 at the true surface.
+tells it; checkpoints before 1.2 predict the asset as it sits in the cube): occupancy IoU
+(uniform points in the cube), F-score of the 64^3 mesh's surface at 0.02 and 0.05, colour L1
+at the true surface.
 Rows: the autoencoder's own reconstruction of the asset (the ceiling of any image model in
 this latent space), front only, front + back, and front + a wrong back (the front mirrored;
 another asset's back). Refinement (GTR-style) on the first --refine-assets, from level

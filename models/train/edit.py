@@ -34,14 +34,14 @@ from ..edit import unsupported
 from ..edit.data import PAIRS_VERSION, PairKey, edit_for, load_or_build_pairs, replayed_pairs
 from ..edit.pipeline import DEFAULT_WEIGHTS, SUPPORTED_EXAMPLES, EditModel
 from ..text.conditioning import standardise_text, text_statistics
-from ..text.dit import DiTConfig, LatentDiT
+from ..text.dit import DiTConfig
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_inputs
 from ..triplane.autoencoder import decoded_field_loss
 from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS, EditPair
 from ..world.palette import COLOUR_NAMES, PATTERNS
-from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, optimise, pretrain_prompt_head,
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, dit_weights, drop_condition, new_dit, optimise,
                         training_device, two_stage_run, weights_bundle)
 from .text import embed, pick
 
@@ -277,19 +277,11 @@ def run(args: argparse.Namespace) -> int:
                   first_steps or step, step if first_steps else 0, device)
         return save
 
-    def new_model():
-        model = LatentDiT(cfg).to(device)
-        if args.summary_queries and args.head_pretrain:
-            pretrain_prompt_head(model, instruction_batch, args.head_pretrain, args.seed,
-                                 held_out_instructions(encoder, text_stats, device))
-        return model
-
-    def load_weights(path):
-        first = EditModel.load(path, device)
-        return first.dit, first.meta
-
     weights = balanced_weights(delta_n, args.balance_floor)
-    two_stage_run(args, device, new_model, load_weights,
+    two_stage_run(args, device,
+                  lambda: new_dit(cfg, args, device, instruction_batch,
+                                  lambda: held_out_instructions(encoder, text_stats, device)),
+                  dit_weights(EditModel, device),
                   lambda stage: make_step_with(weights, args.decoded_weight) if stage == 2 else make_step_with(None),
                   saver, args.balanced_steps, args.balanced_lr, warmup=(300, 100), save_every=(500, 250))
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..device import pick_device
+from ..text.dit import LatentDiT
 
 
 def add_runtime_arguments(p, threads: int = 1) -> None:
@@ -136,6 +137,24 @@ def two_stage_run(args, device: torch.device, new_model, load_weights, make_step
                                       "time_budget": 0.0, "deadline": 0.0})
         sched, train_step = planned_run(stage, device, model.train(), make_step_with(2), warmup=warmup[1])
         train(stage, model, sched, train_step, save_every[1], saver(stage, first_steps))
+
+
+def new_dit(cfg, args, device: torch.device, sample_batch, held_out) -> torch.nn.Module:
+    """A fresh LatentDiT for a first stage; when it has a prompt summary (--summary-queries) and
+    --head-pretrain, that summary is pre-trained first (`pretrain_prompt_head`; held_out() -> its
+    reported held-out batch, built only then)."""
+    model = LatentDiT(cfg).to(device)
+    if args.summary_queries and args.head_pretrain:
+        pretrain_prompt_head(model, sample_batch, args.head_pretrain, args.seed, held_out())
+    return model
+
+
+def dit_weights(pipeline_model, device: torch.device):
+    """load_weights for `two_stage_run` from a pipeline's weights class (`TextModel`, `EditModel`)."""
+    def load(path: str):
+        loaded = pipeline_model.load(path, device)
+        return loaded.dit, loaded.meta
+    return load
 
 
 def pretrain_prompt_head(model, sample_batch, steps: int, seed: int, held_out: tuple | None = None,

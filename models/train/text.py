@@ -5,9 +5,9 @@
 Needs the autoencoder weights (the latent space) and reuses the autoencoder's cached
 training data (surface points) when present. Two stages: --steps from scratch (after the
 prompt summary's pre-training), then --continue-steps more from the first stage's EMA weights
-with a fresh warm-up and a lower learning rate (--init starts there from given weights). Writes models/weights/text.safetensors with
-the DiT (EMA weights), the latent normalisation, a bank of caption embeddings for
-out-of-domain warnings and the calibrated warning threshold.
+with a fresh warm-up and a lower learning rate (--init starts there from given weights).
+Writes models/weights/text.safetensors with the DiT (EMA weights), the latent normalisation,
+a bank of caption embeddings for out-of-domain warnings and the calibrated warning threshold.
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ from ..world.captions import SIZE_WORDS, caption, size_words
 from ..world.categories import CATEGORIES, CATEGORY_NAMES
 from ..world.palette import COLOUR_NAMES
 from ..text.conditioning import standardise_text, text_statistics
-from ..text.dit import DiTConfig, LatentDiT
+from ..text.dit import DiTConfig
 from ..text.encoder import SentenceEncoder
 from ..text.flow import flow_loss
 from ..text.pipeline import DEFAULT_WEIGHTS, TextModel
-from .flow_loop import (add_runtime_arguments, add_summary_arguments, drop_condition, drop_tokens, optimise,
-                        pretrain_prompt_head, training_device, two_stage_run, weights_bundle)
+from .flow_loop import (add_runtime_arguments, add_summary_arguments, dit_weights, drop_condition, drop_tokens,
+                        new_dit, optimise, training_device, two_stage_run, weights_bundle)
 
 SIZE_NAMES = tuple(SIZE_WORDS)  # small, large, tall, short
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -185,19 +185,9 @@ def run(args: argparse.Namespace) -> int:
                     attribute_multi_hot=tuple(v.is_floating_point() for v in targets.values())
                     if args.summary_queries else (),
                     attribute_condition=args.attribute_condition)
-    def new_model():
-        model = LatentDiT(cfg).to(device)
-        if args.summary_queries and args.head_pretrain:
-            def caption_batch(rng, batch):
-                cap = rng.integers(0, len(tokens), batch)
-                return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
-            pretrain_prompt_head(model, caption_batch, args.head_pretrain, args.seed,
-                                 held_out_phrasings(encoder, text_stats, device))
-        return model
-
-    def load_weights(path):
-        start = TextModel.load(path, device)
-        return start.dit, start.meta
+    def caption_batch(rng, batch):
+        cap = rng.integers(0, len(tokens), batch)
+        return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
 
     def make_step(net, opt, sched, rng, gen):
         def step():
@@ -216,16 +206,19 @@ def run(args: argparse.Namespace) -> int:
 
     def saver(stage_args, first_steps):
         def save(ema, step, elapsed):
-            _save(stage_args, ema, cfg, mean, std, raw_pooled, text_stats, encoder, elapsed, first_steps + step,
+            _save(stage_args, ema, mean, std, raw_pooled, text_stats, encoder, elapsed, first_steps + step,
                   device, continued=step if first_steps else 0)
         return save
 
-    two_stage_run(args, device, new_model, load_weights, lambda stage: make_step, saver, args.continue_steps,
+    two_stage_run(args, device,
+                  lambda: new_dit(cfg, args, device, caption_batch,
+                                  lambda: held_out_phrasings(encoder, text_stats, device)),
+                  dit_weights(TextModel, device), lambda stage: make_step, saver, args.continue_steps,
                   args.continue_lr, warmup=(300, 100), save_every=(1000, 1000), second_seed_offset=0)
     return 0
 
 
-def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step, device, continued: int = 0) -> None:
+def _save(args, ema, mean, std, pooled, text_stats, encoder, train_s, step, device, continued: int = 0) -> None:
     bank_idx = torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()
     bank = pooled[bank_idx]
     names = concept_names()
@@ -236,7 +229,7 @@ def _save(args, ema, cfg, mean, std, pooled, text_stats, encoder, train_s, step,
     threshold = float(torch.quantile(sims, 0.01)) - 0.02
     bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, caption_bank=bank.half(),
                             concept_bank=concept_bank.half(), **text_stats)
-    save_model(bundle, args.out, cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
+    save_model(bundle, args.out, ema.cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
                token_dropout=args.token_dropout, attribute_condition=args.attribute_condition,

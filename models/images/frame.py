@@ -43,9 +43,10 @@ def records_in_image_frame(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     """Autoencoder training records (`models.data`: surface (B, N, 6), query (B, M, 3), sdf (B, M),
     rgb) moved into each asset's image frame: points moved, distances scaled, colours kept.
     Float16 like the records, so the 4000-asset set stays ~0.3 GB."""
-    origin, scale = image_frame(data["surface"][..., :3])
+    xyz = data["surface"][..., :3].astype(np.float32)
+    origin, scale = image_frame(xyz)
     surface = data["surface"].copy()
-    surface[..., :3] = to_image_frame(data["surface"][..., :3].astype(np.float32), origin, scale)
+    surface[..., :3] = to_image_frame(xyz, origin, scale)
     return {**data, "surface": surface,
             "query": to_image_frame(data["query"].astype(np.float32), origin, scale).astype(np.float16),
             "sdf": (data["sdf"].astype(np.float32) * scale[:, None]).astype(np.float16)}

@@ -16,8 +16,8 @@ from models.mesh import Cancelled
 
 from . import __version__
 from .errors import JobError
-from .registry import Registry
 from .protocol import MESH_FILE_NAME
+from .registry import Registry
 from .results import OutputRoot, save_latent, save_mesh_arrays
 
 Emit = Callable[[str, dict], None]  # (event type, fields)
@@ -111,6 +111,18 @@ def _latent_of_mesh_file(ctx: JobContext, req: dict, model, timing: str, span: t
     return src, latent, fit_iou
 
 
+def _min_part(req: dict, generated: bool) -> float:
+    """The share of the largest part below which disconnected parts are dropped: the request's,
+    else FLOATER_MIN_PART for Kiln's own assets (every asset of the world it learnt from is one
+    piece, so a small separate blob is a sampling floater) and 0 for latents fitted to a user's
+    mesh, whose separate parts may be meant (Suzanne's eyes)."""
+    from models.mesh import FLOATER_MIN_PART
+
+    if req.get("min_part") is not None:
+        return float(req["min_part"])
+    return FLOATER_MIN_PART if generated else 0.0
+
+
 def run_encode(ctx: JobContext, req: dict) -> dict:
     """Any mesh -> latent (encode + optional fit) -> reconstructed mesh in the mesh's own frame."""
     from models.triplane.inference import latent_to_mesh
@@ -160,7 +172,11 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
     """Sample the latents of several text jobs in one batch, then mesh and write each.
     Returns one outcome per job: its result dict or the exception it ended with; `on_done`
     sees each outcome as soon as that job is finished (so results stream)."""
-    from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from models.text.pipeline import (
+        DEFAULT_GUIDANCE,
+        DEFAULT_GUIDANCE_UNTIL,
+        DEFAULT_STEPS,
+    )
     from models.triplane.inference import latent_to_mesh
 
     t0 = time.perf_counter()
@@ -211,13 +227,14 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
         try:
             ctx.check_cancel()
             ctx.timings.update({"load_model": lead.timings.get("load_model", 0.0), "sample": sample_s})
+            min_part = _min_part(req, generated=True)
             with ctx.timed("mesh"):
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
-                                      cancel=ctx.cancelled)
+                                      cancel=ctx.cancelled, min_part=min_part)
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
-                    "resolution": req["resolution"], "warnings": warnings[k]}
+                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "resolution": req["resolution"], "min_part": min_part, "warnings": warnings[k]}
             result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
             finish(i, {**result, "warnings": warnings[k], "batch_size": len(live)})
         except BaseException as exc:  # noqa: BLE001
@@ -249,15 +266,16 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
         latent, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
                                              cancel=ctx.cancelled)
     ctx.check_cancel()
+    min_part = _min_part(req, generated=True)
     with ctx.timed("mesh"):
         mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
-                              cancel=ctx.cancelled)
+                              cancel=ctx.cancelled, min_part=min_part)
     refine = info.get("refine")
     meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "front": os.path.abspath(req["front"]),
             "back": os.path.abspath(req["back"]) if req.get("back") else None, "views": info["views"],
             "refine_steps": steps, "refine": refine, "seed": req["seed"], "resolution": req["resolution"],
-            "warnings": warnings}
+            "min_part": min_part, "warnings": warnings}
     result = _write_outputs(ctx, req, mesh, latent, meta)
     return {**result, "views": info["views"], "warnings": warnings, **({"refine": refine} if refine else {})}
 
@@ -350,14 +368,17 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
         edited, warnings = editor.edit_latent(latent, req["instruction"], seed=req["seed"], strength=float(req["strength"]),
                                               steps=steps, guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"),
                                               cancel=ctx.cancelled)
+    # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
+    min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
-        mesh = latent_to_mesh(ae, edited, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled)
+        mesh = latent_to_mesh(ae, edited, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled,
+                              min_part=min_part)
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
     meta = {"op": "edit", "model": "kiln-edit", "model_version": editor.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "instruction": req["instruction"], "strength": req["strength"],
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
-            "warnings": warnings, **lineage, **({"normalisation": norm.to_dict()} if norm is not None else {})}
+            "min_part": min_part, "warnings": warnings, **lineage, **({"normalisation": norm.to_dict()} if norm is not None else {})}
     result = _write_outputs(ctx, req, mesh, edited, meta)
     return {**result, "warnings": warnings, "fit_iou": fit_iou}
 

@@ -64,6 +64,8 @@ _SEED = Field(int, default=0, min=0, max=2**31 - 1)
 _RES = Field(int, default=128, choices=RESOLUTIONS)
 _OUT = Field(str, default=None, max_len=255)  # sub-folder name under the output root
 _PREVIEW = Field(bool, default=True)
+# drop disconnected parts smaller than this share of the largest (floaters); None: the op's default
+_MIN_PART = Field((int, float), default=None, min=0.0, max=1.0)
 
 SCHEMAS: dict[str, dict[str, Field]] = {
     "hello": {"id": _ID, "client": Field(str, default="", max_len=256)},
@@ -75,7 +77,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "guidance": Field((int, float), default=None, min=0.0, max=20.0),
         # images: optimise the reconstruction against the image(s) (None: the pipeline's default steps)
         "refine": Field(bool, default=False), "refine_steps": Field(int, default=None, min=1, max=200),
-        "out": _OUT, "preview": _PREVIEW,
+        "out": _OUT, "preview": _PREVIEW, "min_part": _MIN_PART,
     },
     "edit": {
         "id": _ID, "asset": Field(str, default=None), "mesh": Field(str, default=None),
@@ -85,7 +87,7 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         # editing a mesh file fits a latent to it first (as `encode` does)
         "fit_steps": Field(int, default=60, min=0, max=1000), "up": Field(str, default=None, choices=("y", "z")),
         "steps": Field(int, default=None, min=1, max=64),
-        "guidance": Field((int, float), default=None, min=0.0, max=20.0),
+        "guidance": Field((int, float), default=None, min=0.0, max=20.0), "min_part": _MIN_PART,
     },
     "encode": {
         "id": _ID, "mesh": Field(str, required=True), "fit_steps": Field(int, default=60, min=0, max=1000),

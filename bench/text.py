@@ -1,5 +1,6 @@
-"""Warm text -> coloured mesh latency at 128^3, split into text encoding, sampling, decode and
-marching cubes; cold load time; batched sampling vs one at a time; peak memory.
+"""Warm text -> coloured mesh latency at 128^3, split into text encoding, sampling, decode,
+marching cubes and the floater clean-up the backend applies; cold load time; batched sampling vs
+one at a time; peak memory.
 
     .venv/bin/python bench/text.py [--device auto]
 """
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import report, timeit  # noqa: E402
 from models.device import pick_device  # noqa: E402
-from models.mesh import extract_mesh  # noqa: E402
+from models.mesh import FLOATER_MIN_PART, extract_mesh, remove_small_parts, sdf_grid  # noqa: E402
 from models.text.flow import initial_noise, sample  # noqa: E402
 from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToAsset  # noqa: E402
 from models.triplane.inference import LatentField, latent_to_mesh  # noqa: E402
@@ -46,7 +47,10 @@ def main() -> int:
     out["decode_triplane"] = timeit(lambda: LatentField(ae, latent))
     field = LatentField(ae, latent)
     out["marching_cubes_128_incl_queries"] = timeit(lambda: extract_mesh(field.sdf, field.rgb, 128))
-    out["end_to_end_128"] = timeit(lambda: latent_to_mesh(ae, gen.generate_latent(PROMPT, seed=1)[0], 128))
+    grid = sdf_grid(field.sdf, 128)
+    out["floater_cleanup_128"] = timeit(lambda: remove_small_parts(grid, FLOATER_MIN_PART))
+    out["end_to_end_128"] = timeit(lambda: latent_to_mesh(ae, gen.generate_latent(PROMPT, seed=1)[0], 128,
+                                                          min_part=FLOATER_MIN_PART))
     # batching: 8 prompts sampled together vs one after another
     prompts = [PROMPT] * 8
     one = timeit(lambda: [gen.generate_latents([q], [i]) for i, q in enumerate(prompts)], 2)

@@ -53,10 +53,11 @@ def random_seed() -> int:
 
 def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", back: str = "", seed: int = 0,
                     resolution=None, refine: bool = False, refine_steps: int | None = None, location=None,
-                    name: str = "", scene=None, collection=None, select: bool = True) -> tasks.Job:
+                    name: str = "", scene=None, collection=None, select: bool = True,
+                    remove_floaters: bool = True) -> tasks.Job:
     """Queue a generate job; the object appears when it is done (see `wait`). Images only:
     `refine` optimises the result against the image(s) for `refine_steps` steps (None: the
-    backend's default)."""
+    backend's default). `remove_floaters=False` keeps small parts floating apart from the asset."""
     scene = scene or bpy.context.scene
     if mode == "text":
         if not prompt.strip():
@@ -75,7 +76,7 @@ def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", ba
         label = os.path.splitext(os.path.basename(front))[0]
     else:
         raise KilnError("bad_request", f"mode must be 'text' or 'images', got {mode!r}")
-    fields.update(seed=int(seed), resolution=_resolution(resolution))
+    fields.update(seed=int(seed), resolution=_resolution(resolution), **_floater_fields(remove_floaters))
     if location is None:
         location = tuple(scene.cursor.location)
     if collection is None:
@@ -96,10 +97,16 @@ def _refine_fields(refine: bool, steps: int | None) -> dict:
     return {"refine": True, "refine_steps": None if steps is None else int(steps)}
 
 
+def _floater_fields(remove_floaters: bool) -> dict:
+    """The backend drops floaters from Kiln's own assets by default; min_part 0 keeps every part."""
+    return {} if remove_floaters else {"min_part": 0.0}
+
+
 def submit_edit(obj, instruction: str, *, strength: float = 1.0, seed: int = 0, resolution=None,
-                use_mesh: bool = False) -> tasks.Job:
+                use_mesh: bool = False, remove_floaters: bool = True) -> tasks.Job:
     """Queue an edit of `obj`: from its stored latent when it is a Kiln asset (and `use_mesh`
-    is False), else from its current mesh, which the backend fits a latent to first."""
+    is False), else from its current mesh, which the backend fits a latent to first (an edit of
+    a fitted mesh keeps all its parts whatever `remove_floaters` says)."""
     if obj is None or obj.type != "MESH":
         raise KilnError("bad_request", "edit needs a mesh object")
     if not instruction.strip():
@@ -111,7 +118,7 @@ def submit_edit(obj, instruction: str, *, strength: float = 1.0, seed: int = 0, 
     if resolution in (None, "", "DEFAULT", 0) and obj.get("kiln_resolution"):
         resolution = int(obj["kiln_resolution"])
     fields = {"instruction": instruction.strip(), "strength": float(strength), "seed": int(seed),
-              "resolution": _resolution(resolution)}
+              "resolution": _resolution(resolution), **_floater_fields(remove_floaters)}
     label = f"Edit {obj.name}: {instruction.strip()[:40]}"
     job_id = m.new_id(label)
     latent = obj.get("kiln_latent") or ""
@@ -144,7 +151,7 @@ def submit_fit(obj, *, fit_steps: int = 60, resolution=None) -> tasks.Job:
     return m.submit("encode", fields, {"kind": "replace", "uid": uid, "object": obj.name}, label, job_id=job_id)
 
 
-def submit_regenerate(obj, *, seed: int | None = None, resolution=None) -> tasks.Job:
+def submit_regenerate(obj, *, seed: int | None = None, resolution=None, remove_floaters: bool = True) -> tasks.Job:
     """Queue the object's prompt again with another seed (random when None), replacing its
     mesh in place."""
     if obj is None or not obj.get("kiln_prompt"):
@@ -155,7 +162,7 @@ def submit_regenerate(obj, *, seed: int | None = None, resolution=None) -> tasks
         raise KilnError("bad_request", f"{obj.name} already has a Kiln job in progress")
     prompt = obj["kiln_prompt"]
     fields = {"mode": "text", "prompt": prompt, "seed": random_seed() if seed is None else int(seed),
-              "resolution": _resolution(resolution or obj.get("kiln_resolution"))}
+              "resolution": _resolution(resolution or obj.get("kiln_resolution")), **_floater_fields(remove_floaters)}
     target = {"kind": "replace", "uid": uid, "object": obj.name}
     return m.submit("generate", fields, target, f"Regenerate {obj.name}")
 

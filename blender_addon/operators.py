@@ -11,8 +11,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProp
 
 from . import api, preferences, setup_backend, tasks
 from .client import KilnError, protocol
-from .properties import (DEFAULT_REFINE_STEPS, MAX_REFINE_STEPS, MAX_SEED, MODE_ITEMS, REFINE_DESCRIPTION,
-                         RESOLUTION_ITEMS)
+from .properties import (DEFAULT_REFINE_STEPS, FLOATERS_DESCRIPTION, MAX_REFINE_STEPS, MAX_SEED, MODE_ITEMS,
+                         REFINE_DESCRIPTION, RESOLUTION_ITEMS)
 
 
 def _poll_fail(cls, message: str) -> bool:
@@ -55,6 +55,7 @@ class KILN_OT_generate(bpy.types.Operator):
     refine_steps: IntProperty(name="Refine Steps", default=DEFAULT_REFINE_STEPS, min=1, max=MAX_REFINE_STEPS)
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT")
+    remove_floaters: BoolProperty(name="Remove Floaters", default=True, description=FLOATERS_DESCRIPTION)
     location: FloatVectorProperty(name="Location", subtype="TRANSLATION", size=3,
                                   description="Where the asset stands (default: the 3D cursor)")
     name: StringProperty(name="Name", description="Object name (default: from the prompt)")
@@ -73,6 +74,7 @@ class KILN_OT_generate(bpy.types.Operator):
         mode = self.mode if is_set("mode") else s.mode
         kw = dict(mode=mode, seed=self.seed if is_set("seed") else s.seed,
                   resolution=_resolution_value(self, s), name=self.name,
+                  remove_floaters=self.remove_floaters if is_set("remove_floaters") else s.remove_floaters,
                   location=tuple(self.location) if is_set("location") else None)
         if mode == "text":
             kw["prompt"] = self.prompt if is_set("prompt") else s.prompt
@@ -104,6 +106,7 @@ class KILN_OT_edit(bpy.types.Operator):
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR")
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT")
+    remove_floaters: BoolProperty(name="Remove Floaters", default=True, description=FLOATERS_DESCRIPTION)
     use_mesh: BoolProperty(name="Fit Current Mesh", default=False,
                            description="Send the current mesh even when the object has a Kiln latent "
                                        "(after sculpting or modelling on a generated asset)")
@@ -127,7 +130,8 @@ class KILN_OT_edit(bpy.types.Operator):
         obj = context.active_object
         kw = dict(strength=self.strength if is_set("strength") else s.strength,
                   seed=self.seed if is_set("seed") else s.edit_seed,
-                  resolution=self.resolution if is_set("resolution") else "DEFAULT", use_mesh=self.use_mesh)
+                  resolution=self.resolution if is_set("resolution") else "DEFAULT", use_mesh=self.use_mesh,
+                  remove_floaters=self.remove_floaters if is_set("remove_floaters") else s.remove_floaters)
         instruction = self.instruction if is_set("instruction") else s.instruction
         try:
             if tasks.manager.synchronous:
@@ -167,12 +171,13 @@ class KILN_OT_regenerate(bpy.types.Operator):
     def execute(self, context):
         obj = context.active_object
         seed = self.seed if self.properties.is_property_set("seed") else None
+        floaters = _settings(context).remove_floaters
         try:
             if tasks.manager.synchronous:
-                api.regenerate(obj, seed=seed)
+                api.regenerate(obj, seed=seed, remove_floaters=floaters)
                 self.report({"INFO"}, f"Kiln: regenerated {obj.name} (seed {obj.get('kiln_seed')})")
             else:
-                api.submit_regenerate(obj, seed=seed)
+                api.submit_regenerate(obj, seed=seed, remove_floaters=floaters)
         except KilnError as exc:
             return _fail(self, exc)
         return {"FINISHED"}

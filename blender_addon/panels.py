@@ -83,7 +83,9 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "GENERATE"
-        layout.prop(s, "resolution", text="")
+        row = layout.row(align=True)
+        row.prop(s, "resolution", text="")
+        row.prop(s, "remove_floaters", text="", icon="BRUSH_DATA")
         row = layout.row()
         row.scale_y = 1.5
         row.enabled = bool(s.prompt.strip()) if s.mode == "text" else bool(s.front_image)

@@ -16,6 +16,8 @@ RESOLUTION_ITEMS = (
 )
 MAX_SEED = 2**31 - 1
 REFINE_DESCRIPTION = "Optimise the result against the image(s) for a few seconds (GTR-style)"
+FLOATERS_DESCRIPTION = ("Drop small parts that float apart from the generated asset (sampling artefacts); "
+                        "edits of your own meshes always keep every part")
 DEFAULT_REFINE_STEPS = 10  # models/images/pipeline.py DEFAULT_REFINE_STEPS (no torch in Blender)
 MAX_REFINE_STEPS = 200  # the protocol's limit (backend/protocol.py)
 
@@ -40,6 +42,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                             description="How far the edit moves the asset (0: unchanged, 1: full edit)")
     edit_seed: IntProperty(name="Edit Seed", default=0, min=0, max=MAX_SEED)
+    remove_floaters: BoolProperty(name="Remove Floaters", default=True, description=FLOATERS_DESCRIPTION)
 
 
 classes = (KILN_PG_settings,)

@@ -301,6 +301,10 @@ class Manager:
         self.imported += 1
         if not self.synchronous:
             _undo_push(f"Kiln: {job.label}")
+        removed = int((res.get("mesh") or {}).get("removed_parts") or 0)
+        if removed:
+            self.report("INFO", f"Kiln: {job.label}: removed {removed} small floating part(s) "
+                                "(turn off Remove Floaters to keep them)")
         for w in job.warnings:
             self.report("WARNING", f"Kiln: {w}")
         return True

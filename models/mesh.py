@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from skimage.measure import marching_cubes
 
 from .geometry import grid_points
@@ -24,6 +25,11 @@ SdfFn = Callable[[np.ndarray], np.ndarray]        # (N, 3) -> (N,)
 RgbFn = Callable[[np.ndarray], np.ndarray]        # (N, 3) -> (N, 3) in [0, 1]
 Progress = Callable[[float, str], None]
 RESOLUTIONS = (32, 64, 128, 256)
+# Parts below this share of the largest part's volume count as floaters. Every procedural asset
+# is one piece; on autoencoder reconstructions of 104 held-out ones (which break some thin parts
+# off) dropping them costs 0.0006 IoU on average, while it drops 62% of the separate parts of
+# text samples (models/cards/text.md).
+FLOATER_MIN_PART = 0.05
 
 
 class MeshExtractionError(ValueError):
@@ -41,11 +47,13 @@ class Mesh:
     vertices: np.ndarray  # (V, 3) float32, Kiln/Blender frame (+Z up, front -Y)
     faces: np.ndarray     # (F, 3) int32, counter-clockwise seen from outside
     colors: np.ndarray    # (V, 3) float32 in [0, 1]
+    removed_parts: int = 0  # small disconnected parts (floaters) dropped at extraction
 
     @property
     def stats(self) -> dict:
         return {"vertices": int(len(self.vertices)), "faces": int(len(self.faces)),
-                "bounds": np.stack([self.vertices.min(0), self.vertices.max(0)]).round(4).tolist()}
+                "bounds": np.stack([self.vertices.min(0), self.vertices.max(0)]).round(4).tolist(),
+                "removed_parts": int(self.removed_parts)}
 
 
 def _evaluate(sdf_fn: SdfFn, points: np.ndarray, chunk: int, cancel: Callable[[], bool] | None) -> np.ndarray:
@@ -83,9 +91,32 @@ def sdf_grid(sdf_fn: SdfFn, resolution: int = 128, chunk: int = 65536,
     return grid
 
 
+def remove_small_parts(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, int]:
+    """Drop the connected inside parts (26-connected voxels with sdf < 0) whose volume is below
+    `min_part` times the largest part's, by flipping their sign: the floaters a sampled latent
+    can leave beside the asset. Returns the new grid and how many parts were dropped."""
+    if min_part <= 0:
+        return grid, 0
+    labels, n = ndimage.label(grid < 0, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return grid, 0
+    sizes = np.bincount(labels.ravel())[1:]
+    small = np.flatnonzero(sizes < min_part * sizes.max()) + 1
+    if len(small) == 0:
+        return grid, 0
+    drop = np.isin(labels, small)
+    out = grid.copy()
+    out[drop] = np.abs(out[drop]) + 1e-6
+    return out, len(small)
+
+
 def extract_mesh(sdf_fn: SdfFn, rgb_fn: RgbFn, resolution: int = 128,
-                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> Mesh:
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                 min_part: float = 0.0) -> Mesh:
+    """Marching cubes on the field's SDF grid, vertex colours from its RGB. With min_part > 0,
+    disconnected parts smaller than that share of the largest part are dropped first."""
     grid = sdf_grid(sdf_fn, resolution, progress=progress, cancel=cancel)
+    grid, removed = remove_small_parts(grid, min_part)
     if grid.min() >= 0 or grid.max() <= 0:
         raise MeshExtractionError("the decoded shape is empty" if grid.min() >= 0 else "the decoded shape fills the whole cube")
     step = 2.0 / (resolution - 1)
@@ -99,7 +130,7 @@ def extract_mesh(sdf_fn: SdfFn, rgb_fn: RgbFn, resolution: int = 128,
     if progress:
         progress(1.0, "vertex colours")
     colors = np.clip(rgb_fn(verts), 0.0, 1.0).astype(np.float32)
-    return Mesh(verts, faces, colors)
+    return Mesh(verts, faces, colors, removed)
 
 
 def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:

@@ -1,7 +1,9 @@
-"""Reconstruction metrics: volume IoU, Chamfer distance, F-score, colour error."""
+"""Reconstruction metrics: volume IoU, Chamfer distance, F-score, colour error, and the share
+of a shape in its largest connected part."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 
@@ -9,6 +11,17 @@ def volume_iou(pred_sdf: np.ndarray, gt_sdf: np.ndarray) -> float:
     a, b = pred_sdf < 0, gt_sdf < 0
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def largest_part_share(sdf_grid: np.ndarray) -> float:
+    """Share of the inside voxels (sdf < 0) in the largest connected part (26-connected): 1.0 for
+    a shape in one piece, lower with floaters and parts broken off. 0.0 for an empty grid."""
+    inside = sdf_grid < 0
+    labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return 0.0
+    sizes = np.bincount(labels.ravel())[1:]
+    return float(sizes.max() / sizes.sum())
 
 
 def surface_distances(pred_pts: np.ndarray, gt_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

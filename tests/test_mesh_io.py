@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from models.mesh import Cancelled, MeshExtractionError, extract_mesh, sdf_grid, write_glb
+from models.mesh import Cancelled, MeshExtractionError, extract_mesh, remove_small_parts, sdf_grid, write_glb
+from models.metrics import largest_part_share
 from models.meshio import MeshInputError, colored_cloud, from_trimesh, load_mesh, normalise, sdf_samples
 from models.geometry import grid_points
 from models.world.asset import Asset, sample_asset_spec
@@ -54,6 +55,36 @@ def test_extraction_errors_on_empty_and_full_fields():
         extract_mesh(lambda p: -np.ones(len(p), np.float32), lambda p: np.zeros((len(p), 3)), 32)
     with pytest.raises(ValueError):
         extract_mesh(lambda p: np.ones(len(p)), lambda p: p, 100)
+
+
+def _spheres(*spheres):
+    """SDF of a union of spheres ((centre), radius)."""
+    def sdf(p):
+        return np.min([np.linalg.norm(p - np.float32(c), axis=1) - r for c, r in spheres], axis=0).astype(np.float32)
+    return sdf
+
+
+def test_floaters_are_dropped_and_the_asset_kept():
+    body, floater = ((0.0, 0.0, -0.2), 0.5), ((0.0, 0.0, 0.75), 0.12)   # floater: 1.4% of the body's volume
+    sdf = _spheres(body, floater)
+    grid = sdf_grid(sdf, 64)
+    assert largest_part_share(grid) < 0.99
+    cleaned, removed = remove_small_parts(grid, 0.05)
+    assert removed == 1 and largest_part_share(cleaned) == 1.0
+    assert np.array_equal(cleaned < 0, sdf_grid(_spheres(body), 64) < 0)   # the body is untouched
+    assert remove_small_parts(grid, 0.0) == (grid, 0)                         # 0 keeps every part
+    assert remove_small_parts(grid, 0.01)[1] == 0                             # above the threshold: kept
+    mesh = extract_mesh(sdf, lambda p: np.zeros((len(p), 3)), 64, min_part=0.05)
+    assert mesh.removed_parts == 1 and mesh.stats["removed_parts"] == 1
+    assert mesh.vertices[:, 2].max() < 0.35                                    # nothing left up where it floated
+    assert extract_mesh(sdf, lambda p: np.zeros((len(p), 3)), 64).vertices[:, 2].max() > 0.8
+
+
+def test_parts_that_touch_are_one_part():
+    grid = sdf_grid(_spheres(((0.0, 0.0, 0.0), 0.5), ((0.0, 0.0, 0.6), 0.15)), 64)
+    assert largest_part_share(grid) == 1.0
+    assert remove_small_parts(grid, 0.5)[1] == 0
+    assert largest_part_share(np.ones((8, 8, 8), np.float32)) == 0.0
 
 
 def test_extraction_cancels_between_chunks(chair):

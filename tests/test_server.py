@@ -228,3 +228,28 @@ def test_a_bad_job_in_a_text_batch_fails_alone(backend):
             final[ev["id"]] = ev
     assert final["lead"]["event"] == "result" and final["good"]["event"] == "result"
     assert final["bad-out"]["event"] == "error" and final["bad-out"]["code"] == "path_outside_root"
+
+
+def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend):
+    from models.mesh import FLOATER_MIN_PART
+
+    proc, _ = backend
+    prompt = "a red chair with a tall back"
+    for seed in range(4):
+        for rid, extra in ((f"fl-default-{seed}", {}), (f"fl-keep-{seed}", {"min_part": 0}),
+                           (f"fl-one-{seed}", {"min_part": 1.0})):
+            proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False, **extra)
+    results = {}
+    for seed in range(4):
+        for kind in ("default", "keep", "one"):
+            ev = proc.wait_for(f"fl-{kind}-{seed}", timeout=300)
+            assert ev["event"] == "result", ev
+            results[kind, seed] = ev
+    assert load_latent(results["default", 0]["latent"])[1]["min_part"] == FLOATER_MIN_PART
+    assert load_latent(results["keep", 0]["latent"])[1]["min_part"] == 0
+    for seed in range(4):
+        keep, one = results["keep", seed]["mesh"], results["one", seed]["mesh"]
+        assert keep["removed_parts"] == 0
+        assert (one["faces"] < keep["faces"]) == (one["removed_parts"] > 0)
+    # this prompt's samples are not all in one piece, and only the largest part is kept with 1.0
+    assert sum(results["one", s]["mesh"]["removed_parts"] for s in range(4)) > 0

@@ -87,9 +87,9 @@ class LatentField:
 
 
 def latent_to_mesh(model: TriplaneAutoencoder, latent: torch.Tensor, resolution: int = 128,
-                   progress: Progress = None, cancel: Cancel = None) -> Mesh:
+                   progress: Progress = None, cancel: Cancel = None, min_part: float = 0.0) -> Mesh:
     field = LatentField(model, latent)
-    return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel)
+    return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part)
 
 
 def encode_source_mesh(model: TriplaneAutoencoder, src: SourceMesh, fit_steps: int = 0, seed: int = 0,

@@ -219,7 +219,21 @@ def generate_from_panel():
     assert tuple(round(x, 5) for x in obj.location) == (-3.0, 0.5, 0.25)
     bpy.context.scene.cursor.location = (0, 0, 0)
     state["mushroom"] = obj.name
-    return obj.name
+    # Remove Floaters (on by default): this prompt and seed leave two small blobs beside the chair
+    assert s.remove_floaters
+    s.prompt, s.seed = "a red chair with a tall back", 0
+    faces = {}
+    for flag in (True, False):
+        s.remove_floaters = flag
+        assert bpy.ops.kiln.generate() == {"FINISHED"}
+        faces[flag] = len(bpy.context.active_object.data.polygons)
+        bpy.data.objects.remove(bpy.context.active_object)
+    s.remove_floaters = True
+    mushroom = bpy.data.objects[state["mushroom"]]
+    mushroom.select_set(True)
+    bpy.context.view_layer.objects.active = mushroom
+    assert faces[False] > faces[True] > 400, faces
+    return {"mushroom": state["mushroom"], "faces_with_and_without_floaters": [faces[False], faces[True]]}
 
 
 def bad_requests():

@@ -80,3 +80,21 @@ def test_held_out_prompt_sets_are_followed_far_above_chance(text_model, judge):
     category = sum(v[0] == spec.category for v, (_, spec) in zip(verdicts, items))
     colour = sum(v[1] == spec.main_colour() for v, (_, spec) in zip(verdicts, items))
     assert category >= 14 and colour >= 9, (category, colour)
+
+
+def test_guidance_applies_only_above_guidance_until():
+    from models.text.flow import sample
+
+    batches = []
+
+    def velocity(x, t, c):  # the conditional velocity is c, the unconditional 0
+        batches.append(len(x))
+        return c.expand_as(x).clone()
+
+    x0, c, u = torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2)
+    # 8 steps from t = 1: the steps starting at 1, 0.875, 0.75 and 0.625 are guided (2B), the rest not
+    out = sample(velocity, (c,), (u,), x0, steps=8, guidance=3.0, guidance_until=0.5)
+    assert batches == [2, 2, 2, 2, 1, 1, 1, 1]
+    assert torch.allclose(out, torch.full((1, 2), -(0.5 * 3.0 + 0.5 * 1.0)))
+    plain = sample(velocity, (c,), (u,), x0, steps=8, guidance=3.0)
+    assert torch.allclose(plain, torch.full((1, 2), -3.0))

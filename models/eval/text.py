@@ -10,7 +10,10 @@ Prompt sets (none seen in training):
 Category is measured by a separately trained 3D-CNN classifier on the decoded shape's SDF,
 colour from the decoded mesh's vertex colours (nearest palette colour, by vertex share);
 named accent part colours must cover >= 3% of the surface; size words (tall/short,
-large/small) are checked against the category's median decoded height/extent.
+large/small) are checked against the category's median decoded height/extent. In one piece:
+the share of samples whose largest connected part holds >= 98% of the inside volume (64^3
+grid), as sampled and after the floater clean-up the backend applies (models.mesh.FLOATER_MIN_PART);
+every procedural asset is one piece.
 Diversity: 8 seeds of an under-specified prompt; a sample counts as distinct when its
 32^3 occupancy IoU with every earlier distinct sample is < 0.85 or its main colour differs.
 """
@@ -25,7 +28,8 @@ import numpy as np
 
 from ..classifier import classify, load_classifier, sdf_features
 from ..device import pick_device
-from ..mesh import MeshExtractionError
+from ..mesh import FLOATER_MIN_PART, MeshExtractionError, remove_small_parts, sdf_grid
+from ..metrics import largest_part_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
@@ -46,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--guidance", type=float, default=None, help="default: the pipeline's")
     p.add_argument("--steps", type=int, default=None, help="flow steps (default: the pipeline's)")
+    p.add_argument("--guidance-until", type=float, default=None,
+                   help="guidance only on the steps starting above this t (default: the pipeline's)")
     p.add_argument("--json-out", default=None)
 
 
@@ -66,14 +72,17 @@ def heldout_sets(n: int) -> dict[str, list[tuple[str, object]]]:
 def measure(ae, latent, resolution: int) -> dict:
     field = LatentField(ae, latent)
     grid = sdf_features(field.sdf)
+    sdf = sdf_grid(field.sdf, resolution)
+    parts = {"part_share": largest_part_share(sdf),
+             "part_share_cleaned": largest_part_share(remove_small_parts(sdf, FLOATER_MIN_PART)[0])}
     try:
         mesh = latent_to_mesh(ae, latent, resolution)
     except MeshExtractionError:
-        return {"grid": grid, "colours": {}, "height": 0.0, "extent": 0.0, "empty": True}
+        return {"grid": grid, "colours": {}, "height": 0.0, "extent": 0.0, "empty": True, **parts}
     share = nearest_colour_share(mesh.colors)
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     return {"grid": grid, "colours": share, "height": float(hi[2] - lo[2]), "extent": float((hi - lo).max()),
-            "empty": False}
+            "empty": False, **parts}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     gen = TextToAsset.load(args.weights, device)
     clf = load_classifier(device=device)
     t0 = time.time()
-    sampling = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps)) if v is not None}
+    sampling = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps),
+                                  ("guidance_until", args.guidance_until)) if v is not None}
     summary = {"model": "text", "weights": os.path.relpath(args.weights, REPO), **sampling}
     for name, items in heldout_sets(args.prompts).items():
         rows = []
@@ -116,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
                          "size_acc": round(float(np.mean(size_ok)), 4) if size_ok else None,
                          "size_prompts": len(size_ok),
                          "empty_meshes": int(sum(m["empty"] for _, _, m, _ in rows)),
+                         "one_piece": round(float(np.mean([m["part_share"] >= 0.98 for _, _, m, _ in rows])), 4),
+                         "one_piece_cleaned": round(float(np.mean([m["part_share_cleaned"] >= 0.98
+                                                                   for _, _, m, _ in rows])), 4),
                          "per_category_acc": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_cat.items())}}
         print(name, json.dumps(summary[name]))
         for prompt, spec, m, cat in rows[:6]:

@@ -29,7 +29,11 @@ DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "images.safetensors")
 REFINE_RES = 32          # refinement renders at half the model's input resolution
 REFINE_SAMPLES = 32      # points per ray through the cube
 DEFAULT_REFINE_STEPS = 10
-REFINE_LR = 0.03
+# Adam step on the normalised latent. Measured on 13 held-out assets (10 steps, IoU before 0.644):
+# lr 0.03 -> 0.596, 0.01 -> 0.643, 0.005 -> 0.648; a stronger pull to the feed-forward latent
+# (0.2 -> 1 or 5) at lr 0.03 helped less (0.601, 0.615): two views cannot tell depth, so large
+# steps move material where the images say nothing.
+REFINE_LR = 0.005
 REFINE_ANCHOR = 0.2     # weight of ||z - z_feedforward||^2 (per element, normalised latent units)
 
 

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", type=int, default=2, help="jittered renders per asset and view")
     p.add_argument("--back-rate", type=float, default=0.5, help="share of samples given the back view too")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--decoded-steps", type=int, default=1500, help="second-stage steps with the decoded-field loss")
+    p.add_argument("--decoded-steps", type=int, default=3000, help="second-stage steps with the decoded-field loss")
     p.add_argument("--decoded-weight", type=float, default=1.0,
                    help="weight of the decoded-field loss (SDF L1 in asset units + colour MSE), times 10")
     p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                        decoded_steps=step if first_stage else 0, decoded_weight=args.decoded_weight,
                        decoded_batch=args.decoded_batch, decoded_points=args.decoded_points,
                        decoded_lr=args.decoded_lr, frame=args.frame, train_seconds=round(elapsed), device=device.type,
-                       version="1.2")
+                       version="1.3")
         return save
 
     def load_weights(path):

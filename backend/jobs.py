@@ -234,7 +234,8 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
-                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "resolution": req["resolution"], "min_part": min_part, "warnings": warnings[k]}
+                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "resolution": req["resolution"],
+                    "min_part": min_part, "warnings": warnings[k]}
             result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
             finish(i, {**result, "warnings": warnings[k], "batch_size": len(live)})
         except BaseException as exc:  # noqa: BLE001
@@ -371,14 +372,15 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
-        mesh = latent_to_mesh(ae, edited, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled,
-                              min_part=min_part)
+        mesh = latent_to_mesh(ae, edited, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
+                              cancel=ctx.cancelled, min_part=min_part)
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
     meta = {"op": "edit", "model": "kiln-edit", "model_version": editor.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "instruction": req["instruction"], "strength": req["strength"],
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
-            "min_part": min_part, "warnings": warnings, **lineage, **({"normalisation": norm.to_dict()} if norm is not None else {})}
+            "min_part": min_part, "warnings": warnings, **lineage,
+            **({"normalisation": norm.to_dict()} if norm is not None else {})}
     result = _write_outputs(ctx, req, mesh, edited, meta)
     return {**result, "warnings": warnings, "fit_iou": fit_iou}
 

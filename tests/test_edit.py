@@ -156,6 +156,8 @@ def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
         meta = load_latent(ev2["latent"])[1]
         assert meta["edits"] == ["make it taller"] and meta["instruction"] == "make it red"
         assert meta["source_mesh"] == str(path)
+        # a fitted mesh's edits keep all its parts (no floater clean-up), both from the mesh and its latent
+        assert meta["min_part"] == 0 and load_latent(ev["latent"])[1]["min_part"] == 0
         # errors: a missing latent, an empty instruction
         proc.send("edit", "e3", asset=str(tmp_path / "nope.safetensors"), instruction="make it blue")
         assert proc.wait_for("e3")["code"] == "not_found"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 
 def grid_points(res: int, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
@@ -40,3 +41,10 @@ def project_to_surface(points: np.ndarray, sdf_fn: Callable[[np.ndarray], np.nda
         norm2 = np.maximum(np.sum(grad * grad, axis=1, keepdims=True), 1e-8)
         p = p - d[0][:, None] * grad / norm2
     return p
+
+
+def inside_parts(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The connected parts of an SDF grid's inside (26-connected voxels with sdf < 0): a label
+    per voxel (0 outside, k for part k) and the voxel count of each part (index k - 1)."""
+    labels, _ = ndimage.label(grid < 0, structure=np.ones((3, 3, 3), bool))
+    return labels, np.bincount(labels.ravel())[1:]

@@ -16,10 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from .geometry import grid_points
+from .geometry import grid_points, inside_parts
 
 SdfFn = Callable[[np.ndarray], np.ndarray]        # (N, 3) -> (N,)
 RgbFn = Callable[[np.ndarray], np.ndarray]        # (N, 3) -> (N, 3) in [0, 1]
@@ -92,15 +91,14 @@ def sdf_grid(sdf_fn: SdfFn, resolution: int = 128, chunk: int = 65536,
 
 
 def remove_small_parts(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, int]:
-    """Drop the connected inside parts (26-connected voxels with sdf < 0) whose volume is below
-    `min_part` times the largest part's, by flipping their sign: the floaters a sampled latent
-    can leave beside the asset. Returns the new grid and how many parts were dropped."""
+    """Drop the connected inside parts (`inside_parts`) whose volume is below `min_part` times
+    the largest part's, by flipping their sign: the floaters a sampled latent can leave beside
+    the asset. Returns the new grid and how many parts were dropped."""
     if min_part <= 0:
         return grid, 0
-    labels, n = ndimage.label(grid < 0, structure=np.ones((3, 3, 3), bool))
-    if n < 2:
+    labels, sizes = inside_parts(grid)
+    if len(sizes) < 2:
         return grid, 0
-    sizes = np.bincount(labels.ravel())[1:]
     small = np.flatnonzero(sizes < min_part * sizes.max()) + 1
     if len(small) == 0:
         return grid, 0
@@ -116,6 +114,13 @@ def extract_mesh(sdf_fn: SdfFn, rgb_fn: RgbFn, resolution: int = 128,
     """Marching cubes on the field's SDF grid, vertex colours from its RGB. With min_part > 0,
     disconnected parts smaller than that share of the largest part are dropped first."""
     grid = sdf_grid(sdf_fn, resolution, progress=progress, cancel=cancel)
+    return mesh_from_grid(grid, rgb_fn, progress, min_part)
+
+
+def mesh_from_grid(grid: np.ndarray, rgb_fn: RgbFn, progress: Progress | None = None,
+                   min_part: float = 0.0) -> Mesh:
+    """`extract_mesh` from an SDF grid already on the cube's res^3 points (`sdf_grid`)."""
+    resolution = grid.shape[0]
     grid, removed = remove_small_parts(grid, min_part)
     if grid.min() >= 0 or grid.max() <= 0:
         raise MeshExtractionError("the decoded shape is empty" if grid.min() >= 0 else "the decoded shape fills the whole cube")

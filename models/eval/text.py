@@ -28,7 +28,7 @@ import numpy as np
 
 from ..classifier import classify, load_classifier, sdf_features
 from ..device import pick_device
-from ..mesh import FLOATER_MIN_PART, MeshExtractionError, remove_small_parts, sdf_grid
+from ..mesh import FLOATER_MIN_PART, MeshExtractionError, mesh_from_grid, remove_small_parts, sdf_grid
 from ..metrics import largest_part_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
@@ -76,7 +76,7 @@ def measure(ae, latent, resolution: int) -> dict:
     parts = {"part_share": largest_part_share(sdf),
              "part_share_cleaned": largest_part_share(remove_small_parts(sdf, FLOATER_MIN_PART)[0])}
     try:
-        mesh = latent_to_mesh(ae, latent, resolution)
+        mesh = mesh_from_grid(sdf, field.rgb)
     except MeshExtractionError:
         return {"grid": grid, "colours": {}, "height": 0.0, "extent": 0.0, "empty": True, **parts}
     share = nearest_colour_share(mesh.colors)

@@ -5,6 +5,7 @@ root) and the validated request, and returns the result event's fields.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -72,7 +73,7 @@ class JobContext:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
-def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict:
+def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None) -> dict:
     from models.mesh import write_glb
 
     out_dir = ctx.out_dir or ctx.prepare_output(req)
@@ -82,7 +83,7 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict) -> dict
         mesh_file = os.path.join(out_dir, MESH_FILE_NAME)
         save_mesh_arrays(mesh_file, mesh)
         latent_path = os.path.join(out_dir, "latent.safetensors")
-        save_latent(latent_path, latent, {"backend": __version__, **meta})
+        save_latent(latent_path, latent, {"backend": __version__, **meta}, reference=reference)
         preview = None
         if req.get("preview"):
             from models.preview import render_preview, save_png
@@ -328,24 +329,79 @@ def _reconstruct_progress(ctx: JobContext) -> Callable[[float, str], None]:
 
 
 def _edit_source(ctx: JobContext, req: dict, ae):
-    """The latent to edit, its lineage metadata and the frame to return the mesh in.
-    A mesh file is normalised into the cube and a latent fitted to it first."""
+    """What an edit starts from: the latent to edit, the reference latent its result is
+    composited over (where the chain of edits started), the user's mesh as a field when the
+    chain started from one (shown wherever the edit does not act), lineage metadata, the frame
+    to return the mesh in, the fit IoU and warnings. A mesh file is normalised into the cube
+    and a latent fitted to it first."""
+    from models.edit.composite import mesh_surface
     from models.meshio import Normalisation
 
-    from .results import load_latent
+    from .results import load_latent_with_reference
 
-    if req["asset"]:
-        with ctx.timed("read"):
-            latent, meta = load_latent(req["asset"], expected_shape=ae.cfg.latent_shape)
-        norm = meta.get("normalisation")
-        lineage = {"source_latent": os.path.abspath(req["asset"]), "source_op": meta.get("op"),
-                   "prompt": meta.get("prompt"), "source_mesh": meta.get("source_mesh"),
-                   "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])]}
-        return latent.to(_model_device(ae)), (Normalisation(**norm) if norm else None), lineage, None
-    src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
-    fit_iou = None if fit_iou is None else round(float(fit_iou), 4)
-    lineage = {"source_mesh": os.path.abspath(req["mesh"]), "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": []}
-    return latent, src.normalisation, lineage, fit_iou
+    if not req["asset"]:
+        src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
+        fit_iou = None if fit_iou is None else round(float(fit_iou), 4)
+        with ctx.timed("surface"):
+            surface = mesh_surface(src, req["seed"], check=ctx.check_cancel)
+        lineage = {"source_mesh": os.path.abspath(req["mesh"]), "source_mesh_sha256": _sha256(req["mesh"]),
+                   "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": []}
+        return EditSource(latent, latent, surface, src.normalisation, lineage, fit_iou, [])
+    with ctx.timed("read"):
+        latent, reference, meta = load_latent_with_reference(req["asset"], expected_shape=ae.cfg.latent_shape)
+    latent = latent.to(_model_device(ae))
+    reference = latent if reference is None else reference.to(latent.device)
+    norm = Normalisation(**meta["normalisation"]) if meta.get("normalisation") else None
+    lineage = {"source_latent": os.path.abspath(req["asset"]), "source_op": meta.get("op"),
+               "prompt": meta.get("prompt"), "source_mesh": meta.get("source_mesh"),
+               "source_mesh_sha256": meta.get("source_mesh_sha256"),
+               "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])]}
+    surface, warnings = None, []
+    if meta.get("shown_over") == "source_mesh" and norm is not None:
+        surface, warnings = _chained_surface(ctx, req, meta, norm)
+    return EditSource(latent, reference, surface, norm, lineage, None, warnings)
+
+
+@dataclass
+class EditSource:
+    latent: object
+    reference: object
+    surface: object          # models.meshio.MeshField or None
+    normalisation: object    # models.meshio.Normalisation or None (a Kiln asset in the cube)
+    lineage: dict
+    fit_iou: float | None
+    warnings: list
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chained_surface(ctx: JobContext, req: dict, meta: dict, norm):
+    """The user's mesh an edit chain started from, read again in the frame it was fitted in;
+    (None, [warning]) when it is gone or changed."""
+    import numpy as np
+
+    from models.edit.composite import mesh_surface
+    from models.meshio import MeshInputError, SourceMesh, load_mesh
+
+    path = meta.get("source_mesh") or ""
+    try:
+        if os.path.isfile(path) and _sha256(path) == meta.get("source_mesh_sha256"):
+            with ctx.timed("surface"):
+                raw = load_mesh(path)
+                src = SourceMesh(norm.to_kiln(raw.vertices), np.asarray(raw.faces, np.int64),
+                                 np.asarray(raw.colors, np.float32), norm)
+                return mesh_surface(src, req["seed"], check=ctx.check_cancel), []
+    except (MeshInputError, OSError, ValueError):
+        pass
+    name = os.path.basename(path) or "unknown"
+    return None, [(f"the mesh this chain of edits started from ({name}) is missing or has changed, "
+                   "so the parts this edit leaves alone come from its fitted latent")]
 
 
 def _model_device(model):
@@ -354,13 +410,14 @@ def _model_device(model):
 
 def run_edit(ctx: JobContext, req: dict) -> dict:
     """Kiln latent or any mesh + instruction -> edited latent -> mesh (in the source's own frame)."""
+    from models.edit.composite import composite_mesh
     from models.edit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
-    from models.triplane.inference import latent_to_mesh
 
     with ctx.timed("load_model"):
         ae = ctx.registry.autoencoder()
         editor = ctx.registry.get("edit", req.get("model"))
-    latent, norm, lineage, fit_iou = _edit_source(ctx, req, ae)
+    source = _edit_source(ctx, req, ae)
+    latent, norm, lineage = source.latent, source.normalisation, source.lineage
     ctx.check_cancel()
     steps = req.get("steps") or DEFAULT_STEPS
     guidance = DEFAULT_GUIDANCE if req.get("guidance") is None else float(req["guidance"])
@@ -372,17 +429,24 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
-        mesh = latent_to_mesh(ae, edited, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
-                              cancel=ctx.cancelled, min_part=min_part)
+        # shown over the chain's first latent, or the user's mesh it started from: what no edit
+        # changed stays as it was
+        mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
+                                     progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled, min_part=min_part,
+                                     surface=source.surface)
+    warnings = [*source.warnings, *warnings]
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
+    shape_share, colour_share = shown.share_edited()
     meta = {"op": "edit", "model": "kiln-edit", "model_version": editor.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "instruction": req["instruction"], "strength": req["strength"],
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
             "min_part": min_part, "warnings": warnings, **lineage,
+            "edited_share": {"shape": round(shape_share, 4), "colour": round(colour_share, 4)},
+            "shown_over": "source_mesh" if source.surface is not None else "reference_latent",
             **({"normalisation": norm.to_dict()} if norm is not None else {})}
-    result = _write_outputs(ctx, req, mesh, edited, meta)
-    return {**result, "warnings": warnings, "fit_iou": fit_iou}
+    result = _write_outputs(ctx, req, mesh, edited, meta, reference=source.reference)
+    return {**result, "warnings": warnings, "fit_iou": source.fit_iou}
 
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {

@@ -12,6 +12,7 @@ from .errors import JobError
 from .protocol import write_kmesh
 
 LATENT_KEY = "latent"
+REFERENCE_KEY = "reference"
 LATENT_FORMAT = "kiln-latent/1"
 
 
@@ -34,21 +35,34 @@ class OutputRoot:
         return path
 
 
-def save_latent(path: str, latent, meta: dict) -> None:
-    """latent (3, C, R, R) tensor + JSON metadata (model, version, prompt/mesh, seed, parameters)."""
+def save_latent(path: str, latent, meta: dict, reference=None) -> None:
+    """latent (3, C, R, R) tensor + JSON metadata (model, version, prompt/mesh, seed, parameters).
+    An edit also stores its `reference`: the latent its chain of edits started from, which the
+    next edit is composited over (models.edit.composite)."""
     from safetensors.torch import save_file
 
-    tensor = latent.detach().to("cpu").float().contiguous()
-    if tensor.ndim == 5:
-        tensor = tensor[0]
+    tensors = {LATENT_KEY: _stored(latent)}
+    if reference is not None:
+        tensors[REFERENCE_KEY] = _stored(reference)
     info = {"format": LATENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
     tmp = path + ".tmp"
-    save_file({LATENT_KEY: tensor}, tmp, metadata={"kiln": json.dumps(info)})
+    save_file(tensors, tmp, metadata={"kiln": json.dumps(info)})
     os.replace(tmp, path)
+
+
+def _stored(latent):
+    tensor = latent.detach().to("cpu").float().contiguous()
+    return tensor[0] if tensor.ndim == 5 else tensor
 
 
 def load_latent(path: str, expected_shape: tuple | None = None):
     """-> (latent (1, 3, C, R, R) tensor, metadata dict); clear errors for anything else."""
+    latent, _, meta = load_latent_with_reference(path, expected_shape)
+    return latent, meta
+
+
+def load_latent_with_reference(path: str, expected_shape: tuple | None = None):
+    """-> (latent, reference latent or None when the file has none, metadata dict)."""
     from safetensors import SafetensorError, safe_open
 
     if not os.path.isfile(path):
@@ -56,16 +70,21 @@ def load_latent(path: str, expected_shape: tuple | None = None):
     try:
         with safe_open(path, framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("kiln", "{}"))
-            if LATENT_KEY not in f.keys():
+            stored = set(f.keys())
+            if LATENT_KEY not in stored:
                 raise JobError("bad_input", f"{os.path.basename(path)} holds no Kiln latent")
             latent = f.get_tensor(LATENT_KEY)
+            reference = f.get_tensor(REFERENCE_KEY) if REFERENCE_KEY in stored else None
     except (SafetensorError, ValueError, OSError) as exc:
         raise JobError("bad_input", f"{os.path.basename(path)} is not a Kiln latent file: {exc}") from None
-    if expected_shape is not None and tuple(latent.shape) != tuple(expected_shape):
-        raise JobError("bad_input", f"latent has shape {tuple(latent.shape)}, this model expects {tuple(expected_shape)}")
-    if not bool(np.isfinite(latent.numpy()).all()):
-        raise JobError("bad_input", "latent contains non-finite values")
-    return latent[None], meta
+    for name, tensor in ((LATENT_KEY, latent), (REFERENCE_KEY, reference)):
+        if tensor is None:
+            continue
+        if expected_shape is not None and tuple(tensor.shape) != tuple(expected_shape):
+            raise JobError("bad_input", f"{name} has shape {tuple(tensor.shape)}, this model expects {tuple(expected_shape)}")
+        if not bool(np.isfinite(tensor.numpy()).all()):
+            raise JobError("bad_input", f"{name} contains non-finite values")
+    return latent[None], None if reference is None else reference[None], meta
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:

@@ -1,6 +1,9 @@
 """Instruction editing latency: a warm edit of a latent -> coloured mesh at 128^3, split into
-instruction encoding, the 8-step guided flow, decode and marching cubes; and the edit of a
-~50k-face external mesh including reading, normalising and fitting a latent (60 steps).
+instruction encoding, the flow step, and the mesh: composited over the source as the backend
+does it (change masks on a grid, the edited field read where it is shown), against the edited
+latent's own mesh (`mesh_128_latent_only`); and the edit of a
+~50k-face external mesh including reading, normalising, fitting a latent (60 steps) and
+showing the edit over the mesh itself, as the backend does.
 Reference in the same process: the warm text -> mesh job, so the ratio says what an edit
 costs relative to a generation. Peak memory.
 
@@ -21,6 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import report, timeit  # noqa: E402
 from models.device import pick_device  # noqa: E402
+from models.edit.composite import (  # noqa: E402
+    CompositeConfig,
+    CompositeField,
+    composite_mesh,
+    mesh_surface,
+)
 from models.edit.pipeline import DEFAULT_STEPS, LatentEditor  # noqa: E402
 from models.meshio import load_mesh, normalise  # noqa: E402
 from models.text.pipeline import TextToAsset  # noqa: E402
@@ -44,8 +53,10 @@ def main() -> int:
     out["instruction_encode"] = timeit(lambda: editor.encoder.encode([INSTRUCTION]))
     out[f"edit_latent_{DEFAULT_STEPS}_steps"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
     edited, _ = editor.edit_latent(latent, INSTRUCTION, seed=0)
-    out["mesh_128"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
-    edit_job = timeit(lambda: latent_to_mesh(ae, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))
+    out["mesh_128_latent_only"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
+    out[f"change_masks_{CompositeConfig().resolution}"] = timeit(lambda: CompositeField(ae, latent, edited))
+    out["mesh_128_composited"] = timeit(lambda: composite_mesh(ae, latent, edited, 128))
+    edit_job = timeit(lambda: composite_mesh(ae, latent, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))
     text_job = timeit(lambda: latent_to_mesh(ae, gen.generate_latent("a red chair", seed=1)[0], 128))
     out["warm_edit_to_mesh_128"] = edit_job
     out["reference_warm_text_to_mesh_128"] = text_job
@@ -63,7 +74,7 @@ def main() -> int:
             src = normalise(load_mesh(path), "z")
             z, _ = encode_source_mesh(ae, src, fit_steps=60)
             e, _ = editor.edit_latent(z, "make it taller", seed=0)
-            m = latent_to_mesh(ae, e, 128)
+            m, _ = composite_mesh(ae, z, e, 128, surface=mesh_surface(src))
             m.vertices = src.normalisation.to_original_z_up(m.vertices)
             return m
 

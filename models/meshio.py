@@ -205,41 +205,74 @@ def colored_cloud(src: SourceMesh, n: int, rng: np.random.Generator) -> np.ndarr
     return np.concatenate([pts, rgb], axis=1).astype(np.float32)
 
 
+class MeshField:
+    """Signed distance and colour of an arbitrary normalised mesh at any points, from dense
+    surface samples: the distance to the nearest sample, signed by its face's normal close to
+    the surface and by a voxel flood fill further out (so open meshes get a sign too). Used for
+    latent fitting (`sdf_samples`) and to show a user's own mesh where an edit did not change
+    it (models.edit.composite). With `max_distance`, points further than that from the surface
+    get that distance (with their sign) and an arbitrary sample's colour: a nearest-neighbour
+    search bounded this way is 20x faster on a dense grid. `check()` is called between the
+    expensive phases."""
+
+    def __init__(self, src: SourceMesh, rng: np.random.Generator, voxel_res: int = 128, n_dense: int = 200_000,
+                 check=None, max_distance: float | None = None):
+        from scipy import ndimage
+        from scipy.spatial import cKDTree
+
+        check = check or (lambda: None)
+        self.dense, self.face, bary = sample_triangles(src.vertices, src.faces, n_dense, rng)
+        tri = src.vertices[src.faces]
+        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        self.face_normals = fn / np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+        self.dense_rgb = np.einsum("nk,nkd->nd", bary, src.colors[src.faces[self.face]])
+        self.tree = cKDTree(self.dense)
+        check()
+        # occupancy: voxels touched by the surface, then everything not reachable from outside
+        self.voxel_res = voxel_res
+        ijk = self._voxel(self.dense)
+        shell = np.zeros((voxel_res,) * 3, dtype=bool)
+        shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+        self.shell = ndimage.binary_dilation(shell)  # close pinholes between sampled surface voxels
+        check()
+        self.solid = ndimage.binary_fill_holes(self.shell)
+        self.max_distance = max_distance
+        check()
+
+    def _voxel(self, pts: np.ndarray) -> np.ndarray:
+        return np.clip(((pts + 1) * 0.5 * self.voxel_res).astype(np.int64), 0, self.voxel_res - 1)
+
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        if self.max_distance is None:
+            dist, nearest = self.tree.query(pts, workers=-1)
+        else:
+            dist, nearest = self.tree.query(pts, workers=-1, distance_upper_bound=self.max_distance)
+            far = ~np.isfinite(dist)
+            dist[far], nearest[far] = self.max_distance, 0
+        normal_sign = np.sign(np.einsum("ij,ij->i", pts - self.dense[nearest], self.face_normals[self.face[nearest]]))
+        vox = self._voxel(pts)
+        interior = self.solid[vox[:, 0], vox[:, 1], vox[:, 2]] & ~self.shell[vox[:, 0], vox[:, 1], vox[:, 2]]
+        voxel_sign = np.where(interior, -1.0, 1.0)
+        close = dist < 2.5 * 2.0 / self.voxel_res  # beyond the dilated shell the flood fill decides
+        sign = np.where(close & (normal_sign != 0), normal_sign, voxel_sign)
+        return (sign * dist).astype(np.float32), self.dense_rgb[nearest].astype(np.float32)
+
+    def sdf(self, points: np.ndarray) -> np.ndarray:
+        return self.query(points)[0]
+
+    def rgb(self, points: np.ndarray) -> np.ndarray:
+        return self.query(points)[1]
+
+
 def sdf_samples(src: SourceMesh, n_near: int, n_uniform: int, rng: np.random.Generator,
                 voxel_res: int = 128, n_dense: int = 200_000, check=None):
     """Signed-distance (and colour) samples of an arbitrary mesh, for latent fitting and evaluation.
     `check()` is called between the expensive phases (a cancel hook that raises)."""
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
-
-    check = check or (lambda: None)
-
-    dense, face, bary = sample_triangles(src.vertices, src.faces, n_dense, rng)
-    tri = src.vertices[src.faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
-    dense_rgb = np.einsum("nk,nkd->nd", bary, src.colors[src.faces[face]])
-    tree = cKDTree(dense)
-    check()
-
-    # occupancy: voxels touched by the surface, then everything not reachable from outside
-    ijk = np.clip(((dense + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
-    shell = np.zeros((voxel_res,) * 3, dtype=bool)
-    shell[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
-    shell = ndimage.binary_dilation(shell)  # close pinholes between sampled surface voxels
-    check()
-    solid = ndimage.binary_fill_holes(shell)
-    check()
-
-    base = dense[rng.integers(0, n_dense, n_near)]
+    field = MeshField(src, rng, voxel_res, n_dense, check)
+    base = field.dense[rng.integers(0, n_dense, n_near)]
     sig = np.where(rng.random(n_near) < 0.5, 0.01, 0.05).astype(np.float32)
     near = base + rng.normal(size=base.shape).astype(np.float32) * sig[:, None]
     pts = np.concatenate([near, rng.uniform(-1, 1, (n_uniform, 3)).astype(np.float32)])
-    dist, nearest = tree.query(pts, workers=-1)
-    normal_sign = np.sign(np.einsum("ij,ij->i", pts - dense[nearest], fn[face[nearest]]))
-    vox = np.clip(((pts + 1) * 0.5 * voxel_res).astype(np.int64), 0, voxel_res - 1)
-    interior = solid[vox[:, 0], vox[:, 1], vox[:, 2]] & ~shell[vox[:, 0], vox[:, 1], vox[:, 2]]
-    voxel_sign = np.where(interior, -1.0, 1.0)
-    close = dist < 2.5 * 2.0 / voxel_res  # beyond the dilated shell the flood fill decides
-    sign = np.where(close & (normal_sign != 0), normal_sign, voxel_sign)
-    return pts.astype(np.float32), (sign * dist).astype(np.float32), dense_rgb[nearest].astype(np.float32)
+    sdf, rgb = field.query(pts)
+    return pts.astype(np.float32), sdf, rgb

@@ -9,11 +9,18 @@ import torch
 import trimesh
 
 from models.data import coloured_cloud
+from models.edit.composite import CompositeField, composite_mesh, mesh_surface
 from models.edit.data import PairKey, source_points
 from models.edit.pipeline import EmptyInstructionError, LatentEditor
 from models.geometry import grid_points
+from models.meshio import load_mesh, normalise, sdf_samples
 from models.text.pipeline import nearest_colour_share
-from models.triplane.inference import LatentField, encode_cloud, latent_to_mesh
+from models.triplane.inference import (
+    LatentField,
+    encode_cloud,
+    encode_source_mesh,
+    latent_to_mesh,
+)
 from models.world.asset import Asset, sample_asset_spec
 from tests.backend_proc import BackendProcess
 
@@ -64,6 +71,47 @@ def test_make_it_blue_recolours_and_keeps_the_shape(editor, autoencoder):
     # are where it loses shape; see models/cards/edit.md); an edit that ignores the source
     # or rebuilds the asset lands far below
     assert iou(occupancy(autoencoder, src), occupancy(autoencoder, out)) > 0.7
+
+
+def test_composite_keeps_the_shape_a_recolour_did_not_change(editor, autoencoder):
+    """The backend meshes an edit composited over its source (models/edit/composite.py): the
+    recolour's shape drift is gone, the new colour and a resize's growth are kept."""
+    src = procedural_latent(autoencoder, "chair", "red")
+    out, _ = editor.edit_latent(src, "make it blue", seed=0)
+    field = CompositeField(autoencoder, src, out)
+    kept = iou(occupancy(autoencoder, src), field.sdf(GRID) < 0)
+    latent_only = iou(occupancy(autoencoder, src), occupancy(autoencoder, out))
+    # measured 0.76 for the edited latent's own decoding (its legs move) and 0.98 composited
+    assert kept > 0.93 and kept > latent_only + 0.1, (kept, latent_only)
+    mesh, _ = composite_mesh(autoencoder, src, out, 64)
+    share = nearest_colour_share(mesh.colors)
+    assert max(share, key=share.get) == "blue", share
+
+    vase = procedural_latent(autoencoder, "vase", "green")
+    taller, _ = editor.edit_latent(vase, "make it taller", seed=0)
+    e_src = extent(occupancy(autoencoder, vase))
+    e_out = extent(CompositeField(autoencoder, vase, taller).sdf(GRID) < 0)
+    assert e_out[2] > 1.12 * e_src[2], (e_src, e_out)
+    # no edit: the source, exactly
+    same, _ = editor.edit_latent(vase, "make it taller", seed=0, strength=0.0)
+    assert np.array_equal(CompositeField(autoencoder, vase, same).sdf(GRID), LatentField(autoencoder, vase).sdf(GRID))
+
+
+def test_an_edit_of_a_user_mesh_keeps_the_mesh_where_it_did_not_act(editor, autoencoder):
+    """Suzanne (open, separate eyes) recoloured: shown over the mesh itself it keeps the mesh's
+    shape; the fitted latent alone loses some of it."""
+    src = normalise(load_mesh(os.path.join(os.path.dirname(__file__), "data", "suzanne_blender.obj")), "z")
+    pts, sdf, _ = sdf_samples(src, 0, 60_000, np.random.default_rng(1))
+    z, _ = encode_source_mesh(autoencoder, src, fit_steps=60, seed=0)
+    red, _ = editor.edit_latent(z, "make it red", seed=0)
+    shown = CompositeField(autoencoder, z, red, surface=mesh_surface(src))
+    kept = iou(shown.sdf(pts) < 0, sdf < 0)
+    fitted_only = iou(LatentField(autoencoder, red).sdf(pts) < 0, sdf < 0)
+    # measured 0.96 against 0.80
+    assert kept > 0.92 and kept > fitted_only + 0.1, (kept, fitted_only)
+    mesh, _ = composite_mesh(autoencoder, z, red, 64, surface=mesh_surface(src))
+    share = nearest_colour_share(mesh.colors)
+    assert max(share, key=share.get) == "red", share
 
 
 def test_make_it_taller_grows_height_and_keeps_width(editor, autoencoder):
@@ -151,9 +199,22 @@ def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
         assert ev2["event"] == "result", ev2
         lo2, hi2 = np.array(ev2["mesh"]["bounds"])
         assert np.allclose(lo2, lo, atol=0.3) and np.allclose(hi2, hi, atol=0.3)
-        from backend.results import load_latent
+        from backend.results import load_latent, load_latent_with_reference
 
         meta = load_latent(ev2["latent"])[1]
+        # both results are shown over the box itself; the chain carries the fitted latent along
+        # as the reference the edits are measured against
+        edited1, ref1, _ = load_latent_with_reference(ev["latent"])
+        _, ref2, _ = load_latent_with_reference(ev2["latent"])
+        assert ref1 is not None and torch.equal(ref1, ref2) and not torch.equal(edited1, ref1)
+        assert meta["shown_over"] == "source_mesh" and not ev2["warnings"]
+        # the source mesh changed on disk: the chain goes on over the fitted latent, and says so
+        box.apply_scale(0.5)
+        box.export(path)
+        proc.send("edit", "e5", asset=ev2["latent"], instruction="make it blue", resolution=64, preview=False)
+        ev5 = proc.wait_for("e5", timeout=120)
+        assert ev5["event"] == "result" and "missing or has changed" in ev5["warnings"][0], ev5
+        assert load_latent(ev5["latent"])[1]["shown_over"] == "reference_latent"
         assert meta["edits"] == ["make it taller"] and meta["instruction"] == "make it red"
         assert meta["source_mesh"] == str(path)
         # a fitted mesh's edits keep all its parts (no floater clean-up), both from the mesh and its latent

@@ -6,7 +6,7 @@ only 0.82 of its volume IoU), so no latent edit keeps the rest of the asset exac
 decoded fields tell where the edit landed: the edit changes the signed distance by far more
 than the latent's drift does (the drift is mostly under 0.01 in cube units). So the shown
 asset takes the signed distance from the edited field where it moved more than
-`sdf_threshold`, and the colour where it moved more than `colour_threshold` near the surface
+`sdf_threshold`, and the colour where it moved more than `colour_threshold` on the surface
 (two masks: a recolour must not bring its shape drift along), grown by `dilation` cells and
 blended over one cell; everywhere else it is the reference itself.
 
@@ -14,7 +14,7 @@ The reference is the asset the chain of edits started from (a generated or fitte
 five chained edits still show the original wherever none of them changed it. For a user's mesh
 the shown field can start from the mesh itself instead (`surface`, a `meshio.MeshField`): the
 mesh's own shape and colours wherever the edit did not act, rather than the fitted latent's
-approximation of them. Where the shape moved, the colour comes from the edit too.
+approximation of them.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class CompositeConfig:
     resolution: int = 48          # grid the change is measured on (cell 0.043 of the [-1, 1] cube)
     sdf_threshold: float = 0.03   # decoded signed-distance change that counts as edited
     colour_threshold: float = 0.1  # RGB change (largest channel) that counts as recoloured
-    near_surface: float = 0.05    # colour changes count only this close to either surface
+    near_surface: float = 0.05    # colour changes count only this close to both surfaces
     shape_band: float = 0.1       # shape changes count this close to either surface or across it
     dilation: int = 1             # cells the edited region is grown by
     chunk: int = 262144
@@ -74,7 +74,10 @@ def change_masks(ae: TriplaneAutoencoder, planes: torch.Tensor,
     # far from both surfaces a distance change shows nowhere; a sign change always does
     in_band = (closest < cfg.shape_band) | ((s0 < 0) != (s1 < 0))
     moved = (((s1 - s0).abs() > cfg.sdf_threshold) & in_band).view(n, n, n)
-    recoloured = (((c1 - c0).abs().amax(-1) > cfg.colour_threshold) & (closest < cfg.near_surface)).view(n, n, n)
+    # a colour is compared only where both surfaces are: where the shape moved, the reference's
+    # colour at the new surface is an extrapolation off its own
+    on_both = torch.maximum(s0.abs(), s1.abs()) < cfg.near_surface
+    recoloured = (((c1 - c0).abs().amax(-1) > cfg.colour_threshold) & on_both).view(n, n, n)
     return _soft_region(moved, cfg.dilation), _soft_region(recoloured, cfg.dilation)
 
 
@@ -86,8 +89,10 @@ def _sample(mask: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 class CompositeField:
     """An edit shown over its reference: numpy callables like `LatentField`, for mesh extraction
-    and evaluation. `surface` (anything with `query(points) -> (sdf, rgb)`) replaces the
-    reference latent's decoding as what is shown where the edit did not act.
+    and evaluation. `surface` (anything with `sdf(points)` and `rgb(points)`) replaces the
+    reference latent's decoding as what is shown where the edit did not act; its colour stays
+    on a moved surface unless the edit changed the colour there (a grey mesh made taller stays
+    grey; a Kiln asset's moved part carries the edit's colour).
     `share_edited()` says how much of the cube took the edit's shape and colour."""
 
     def __init__(self, ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor,
@@ -98,26 +103,34 @@ class CompositeField:
         self.shape_mask, self.colour_mask = change_masks(ae, self.planes, cfg)
 
     @torch.inference_mode()
-    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _shown(self, points: np.ndarray, want: int) -> torch.Tensor:
+        """want 0: signed distance (N,); want 1: colour (N, 3)."""
         p = torch.as_tensor(np.asarray(points, np.float32), device=self.planes.device).view(-1, 3)
-        ms, mc = _sample(self.shape_mask, p), _sample(self.colour_mask, p)
-        mc = torch.maximum(ms, mc)  # a moved surface carries the edit's colour
+        weight = _sample(self.shape_mask, p)
+        if want == 1:
+            colour = _sample(self.colour_mask, p)
+            # a moved surface carries the edit's colour, except over a user's mesh, whose own
+            # colour the latents only approximate
+            weight = colour if self.surface is not None else torch.maximum(weight, colour)
         if self.surface is not None:
-            sdf, rgb = (torch.as_tensor(a, device=p.device) for a in self.surface.query(points))
+            base = torch.as_tensor((self.surface.sdf, self.surface.rgb)[want](points), device=p.device)
         else:
-            sdf, rgb = _query_one(self.ae, self.planes[:1], p, self.cfg.chunk)
-        acted = mc > 0  # the edited field is read only where it is shown
+            base = _query_one(self.ae, self.planes[:1], p, self.cfg.chunk)[want]
+        acted = weight > 0  # the edited field is read only where it is shown
         if bool(acted.any()):
-            s1, c1 = _query_one(self.ae, self.planes[1:], p[acted], self.cfg.chunk)
-            sdf[acted] += ms[acted] * (s1 - sdf[acted])
-            rgb[acted] += mc[acted, None] * (c1 - rgb[acted])
-        return sdf.float().cpu().numpy(), rgb.float().cpu().numpy()
+            edited = _query_one(self.ae, self.planes[1:], p[acted], self.cfg.chunk)[want]
+            w = weight[acted] if want == 0 else weight[acted, None]
+            base[acted] += w * (edited - base[acted])
+        return base
 
     def sdf(self, points: np.ndarray) -> np.ndarray:
-        return self.query(points)[0]
+        return self._shown(points, 0).float().cpu().numpy()
 
     def rgb(self, points: np.ndarray) -> np.ndarray:
-        return self.query(points)[1]
+        return self._shown(points, 1).float().cpu().numpy()
+
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.sdf(points), self.rgb(points)
 
     def share_edited(self) -> tuple[float, float]:
         """Shares of the grid where the shape and the colour come from the edit."""
@@ -131,7 +144,8 @@ SURFACE_MAX_DISTANCE = 0.15
 
 def mesh_surface(src: SourceMesh, seed: int = 0, check=None) -> MeshField:
     """A user's normalised mesh as the field an edit of it is shown over."""
-    return MeshField(src, np.random.default_rng([seed, 0x53555246]), check=check, max_distance=SURFACE_MAX_DISTANCE)
+    return MeshField(src, np.random.default_rng([seed, 0x53555246]), check=check, max_distance=SURFACE_MAX_DISTANCE,
+                     plane_distance=True)
 
 
 def shown_field(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, composite: bool = True,

@@ -81,7 +81,7 @@ def test_composite_keeps_the_shape_a_recolour_did_not_change(editor, autoencoder
     field = CompositeField(autoencoder, src, out)
     kept = iou(occupancy(autoencoder, src), field.sdf(GRID) < 0)
     latent_only = iou(occupancy(autoencoder, src), occupancy(autoencoder, out))
-    # measured 0.76 for the edited latent's own decoding (its legs move) and 0.98 composited
+    # measured 0.82 for the edited latent's own decoding (its legs move) and 0.98 composited
     assert kept > 0.93 and kept > latent_only + 0.1, (kept, latent_only)
     mesh, _ = composite_mesh(autoencoder, src, out, 64)
     share = nearest_colour_share(mesh.colors)

@@ -48,12 +48,6 @@ def _query_one(ae: TriplaneAutoencoder, planes: torch.Tensor, points: torch.Tens
     return torch.cat([s[0] for s, _ in parts]), torch.cat([c[0] for _, c in parts])
 
 
-def _query_both(ae: TriplaneAutoencoder, planes: torch.Tensor, points: torch.Tensor, chunk: int):
-    """Both fields (planes stacked: reference, edited) at the same points -> sdf (2, N), rgb (2, N, 3)."""
-    (s0, c0), (s1, c1) = (_query_one(ae, planes[i:i + 1], points, chunk) for i in (0, 1))
-    return torch.stack([s0, s1]), torch.stack([c0, c1])
-
-
 def _soft_region(changed: torch.Tensor, dilation: int) -> torch.Tensor:
     """(R, R, R) bool -> (1, 1, R, R, R) weights: 1 on the grown region, a one-cell ramp outside."""
     m = changed.float()[None, None]
@@ -69,7 +63,8 @@ def change_masks(ae: TriplaneAutoencoder, planes: torch.Tensor,
     """Decoded planes of the reference and the edit, stacked -> (shape mask, colour mask), each
     (1, 1, R, R, R) over the cube's grid in x, y, z order."""
     n = cfg.resolution
-    (s0, s1), (c0, c1) = _query_both(ae, planes, torch.as_tensor(grid_points(n), device=planes.device), cfg.chunk)
+    pts = torch.as_tensor(grid_points(n), device=planes.device)
+    (s0, c0), (s1, c1) = (_query_one(ae, planes[i:i + 1], pts, cfg.chunk) for i in (0, 1))
     closest = torch.minimum(s0.abs(), s1.abs())
     # far from both surfaces a distance change shows nowhere; a sign change always does
     in_band = (closest < cfg.shape_band) | ((s0 < 0) != (s1 < 0))

@@ -384,18 +384,14 @@ def _sha256(path: str) -> str:
 def _chained_surface(ctx: JobContext, req: dict, meta: dict, norm):
     """The user's mesh an edit chain started from, read again in the frame it was fitted in;
     (None, [warning]) when it is gone or changed."""
-    import numpy as np
-
     from models.edit.composite import mesh_surface
-    from models.meshio import MeshInputError, SourceMesh, load_mesh
+    from models.meshio import MeshInputError, in_frame, load_mesh
 
     path = meta.get("source_mesh") or ""
     try:
         if os.path.isfile(path) and _sha256(path) == meta.get("source_mesh_sha256"):
             with ctx.timed("surface"):
-                raw = load_mesh(path)
-                src = SourceMesh(norm.to_kiln(raw.vertices), np.asarray(raw.faces, np.int64),
-                                 np.asarray(raw.colors, np.float32), norm)
+                src = in_frame(load_mesh(path), norm)
                 return mesh_surface(src, req["seed"], check=ctx.check_cancel), []
     except (MeshInputError, OSError, ValueError):
         pass

@@ -173,14 +173,18 @@ def _vertex_colors(mesh, linear: bool = False) -> np.ndarray:
 
 def normalise(mesh: RawMesh, up: str | None = None) -> SourceMesh:
     """Move a mesh into Kiln's cube; `up` ('y' | 'z') overrides the file's up axis."""
+    return in_frame(mesh, fit_normalisation(mesh, up))
+
+
+def fit_normalisation(mesh: RawMesh, up: str | None = None) -> Normalisation:
+    """The transform that puts a mesh on Kiln's ground, centred, its largest side TARGET_EXTENT."""
     up = up or mesh.up
     if up not in ("y", "z"):
         raise MeshInputError(f"up axis must be 'y' or 'z', got {up!r}")
     v = np.asarray(mesh.vertices, dtype=np.float64)
+    if v.ndim != 2 or len(v) == 0:
+        raise MeshInputError("mesh has no vertices")
     v = y_up_to_z_up(v) if up == "y" else v
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    if len(faces) == 0 or faces.min() < 0 or faces.max() >= len(v):
-        raise MeshInputError("mesh faces refer to missing vertices")
     lo, hi = v.min(0), v.max(0)
     size = hi - lo
     if size.max() <= 1e-9:
@@ -189,8 +193,15 @@ def normalise(mesh: RawMesh, up: str | None = None) -> SourceMesh:
     # largest side -> TARGET_EXTENT, but never past the cube (height from GROUND, width around 0)
     scale = min(TARGET_EXTENT / size.max(), (CUBE_LIMIT - GROUND - 0.01) / max(size[2], 1e-9),
                 2 * (CUBE_LIMIT - 0.01) / max(size[0], size[1], 1e-9))
-    norm = Normalisation(tuple(float(c) for c in centre), float(scale), up)
+    return Normalisation(tuple(float(c) for c in centre), float(scale), up)
+
+
+def in_frame(mesh: RawMesh, norm: Normalisation) -> SourceMesh:
+    """The mesh moved into Kiln's cube by a known transform (one fitted to it, or a stored one)."""
     kv = norm.to_kiln(np.asarray(mesh.vertices, dtype=np.float64))
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0 or faces.min() < 0 or faces.max() >= len(kv):
+        raise MeshInputError("mesh faces refer to missing vertices")
     tri = kv[faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     if area.sum() <= 1e-10:

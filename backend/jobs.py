@@ -267,6 +267,7 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
         warnings = _back_view_warnings(views)
         latent, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
                                              cancel=ctx.cancelled)
+        warnings += _outline_warnings(info["outline_iou"])
     ctx.check_cancel()
     min_part = _min_part(req, generated=True)
     with ctx.timed("mesh"):
@@ -276,10 +277,11 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "front": os.path.abspath(req["front"]),
             "back": os.path.abspath(req["back"]) if req.get("back") else None, "views": info["views"],
-            "refine_steps": steps, "refine": refine, "seed": req["seed"], "resolution": req["resolution"],
-            "min_part": min_part, "warnings": warnings}
+            "refine_steps": steps, "refine": refine, "outline_iou": info["outline_iou"], "seed": req["seed"],
+            "resolution": req["resolution"], "min_part": min_part, "warnings": warnings}
     result = _write_outputs(ctx, req, mesh, latent, meta)
-    return {**result, "views": info["views"], "warnings": warnings, **({"refine": refine} if refine else {})}
+    return {**result, "views": info["views"], "outline_iou": info["outline_iou"], "warnings": warnings,
+            **({"refine": refine} if refine else {})}
 
 
 def _read_view(path: str, view: str):
@@ -309,6 +311,15 @@ def _back_view_warnings(views: dict) -> list[str]:
         return []
     return [f"the back image's outline does not match the front's (overlap {iou:.2f} after mirroring): is it the "
             "same object seen from behind? Both views were used; the result may mix the two"]
+
+
+def _outline_warnings(outline_iou: dict) -> list[str]:
+    """A result whose render barely overlaps an input's outline: say so, naming the view."""
+    from models.images.pipeline import OUTLINE_WARN_IOU
+
+    return [f"the result matches the {view} image's outline poorly (silhouette IoU {iou:.2f} < {OUTLINE_WARN_IOU}): "
+            "the image may show something unlike the objects the bundled model knows, or not one centred object"
+            for view, iou in outline_iou.items() if iou < OUTLINE_WARN_IOU]
 
 
 def _refine_steps(req: dict) -> int:

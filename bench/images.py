@@ -1,5 +1,6 @@
 """Warm images -> coloured mesh at 128^3: front only, front + back, with refinement; the split
-into image preparation, the transformer, decode + marching cubes; cold load; peak memory.
+into image preparation, the transformer, the outline check, decode + marching cubes; cold load;
+peak memory.
 A warm text -> mesh job runs in the same process as the reference.
 
     .venv/bin/python bench/images.py [--device auto] [--refine-steps 10]
@@ -49,6 +50,7 @@ def main() -> int:
     out["transformer_front"] = timeit(lambda: rec.feed_forward(f))
     out["transformer_front_back"] = timeit(lambda: rec.feed_forward(f, b))
     latent = rec.feed_forward(f, b)
+    out["outline_check_front_back"] = timeit(lambda: rec.outline_agreement(latent, {"front": f, "back": b}))
     out["decode_and_marching_cubes_128"] = timeit(lambda: latent_to_mesh(ae, latent, 128))
     out["end_to_end_front_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front)[0], 128))
     out["end_to_end_front_back_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front, back)[0], 128))

@@ -180,6 +180,15 @@ def test_mismatched_back_image_gives_a_warning(tmp_path, images):
     assert len(warnings) == 1 and "does not match" in warnings[0]
 
 
+def test_a_poorly_matched_outline_gives_a_warning_naming_the_view():
+    from backend.jobs import _outline_warnings
+    from models.images.pipeline import OUTLINE_WARN_IOU
+
+    assert _outline_warnings({"front": 0.8, "back": OUTLINE_WARN_IOU}) == []
+    warnings = _outline_warnings({"front": 0.8, "back": 0.12})
+    assert len(warnings) == 1 and "back image's outline" in warnings[0] and "0.12" in warnings[0]
+
+
 def test_missing_weights_are_model_unavailable_after_the_images_are_checked(tmp_path, images):
     registry = Registry("cpu")
     entry = registry.entry_for("images", "kiln-images")
@@ -284,6 +293,8 @@ def test_front_image_to_mesh(backend, images):
     assert meta["front"] == os.path.abspath(images["front"]) and meta["back"] is None and meta["seed"] == 5
     assert meta["refine_steps"] == 0 and meta["refine"] is None and "refine" not in ev
     assert ev["views"] == ["front"] and ev["warnings"] == []
+    assert set(ev["outline_iou"]) == {"front"} and ev["outline_iou"] == meta["outline_iou"]
+    assert ev["outline_iou"]["front"] > 0.6, ev["outline_iou"]   # a held-out render: the result fits its outline
     stages = [e["stage"] for e in seen if e["event"] == "progress" and e["id"] == "front-only"]
     assert stages[0] == "images" and "reconstruct" in stages and "mesh" in stages and "refine" not in stages
     assert set(ev["timings"]) >= {"read", "load_model", "reconstruct", "mesh", "write", "total"}
@@ -296,6 +307,7 @@ def test_front_and_back_images(backend, images):
     ev = _generate(proc, "front-back", front=images["front"], back=images["back"])
     meta = _assert_mesh_result(ev)
     assert ev["views"] == meta["views"] == ["front", "back"] and ev["warnings"] == []
+    assert set(ev["outline_iou"]) == {"front", "back"} and min(ev["outline_iou"].values()) > 0.6, ev["outline_iou"]
     assert meta["back"] == os.path.abspath(images["back"])
 
 

@@ -280,6 +280,8 @@ def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:
         p.update(prompt=req.get("prompt") or "", seed=int(req.get("seed") or 0), mode=req.get("mode") or "text",
                  front=req.get("front") or "", back=req.get("back") or "",
                  refine_steps=int(meta.get("refine_steps") or 0))
+        if result.get("outline_iou"):  # images: how well the result fits the worst-matched view's outline
+            p["outline_iou"] = float(min(result["outline_iou"].values()))
     elif job.op == "edit":
         p.update(instruction=req.get("instruction") or "", strength=float(req.get("strength", 1.0)),
                  edit_seed=int(req.get("seed") or 0), edit_count=int(obj.get("kiln_edit_count", 0)) + 1)

@@ -156,7 +156,8 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
             elif obj.get("kiln_front"):
                 col.label(text=f"From {os.path.basename(obj['kiln_front'])}"
                                + (f" + {os.path.basename(obj['kiln_back'])}" if obj.get("kiln_back") else ""))
-                col.label(text=f"{obj.get('kiln_resolution', '')}³ · {obj.get('kiln_model', '')}")
+                outline = f" · outline fit {obj['kiln_outline_iou']:.2f}" if "kiln_outline_iou" in obj else ""
+                col.label(text=f"{obj.get('kiln_resolution', '')}³ · {obj.get('kiln_model', '')}{outline}")
             if obj.get("kiln_edit_count"):
                 col.label(text=f"{obj['kiln_edit_count']} edit(s), last: {obj.get('kiln_instruction', '')[:40]}")
             row = box.row(align=True)

@@ -276,6 +276,7 @@ def generate_from_images():
     assert len(bpy.data.objects) == n0 + 1 and len(obj.data.vertices) > 0
     assert obj["kiln_mode"] == "images" and obj["kiln_model"] == "kiln-images" and obj["kiln_op"] == "generate"
     assert obj["kiln_front"] == front and obj["kiln_back"] == front and obj["kiln_refine_steps"] == 2
+    assert 0.4 < obj["kiln_outline_iou"] <= 1.0, obj["kiln_outline_iou"]   # a held-out render: no warning
     assert os.path.isfile(obj["kiln_latent"]) and not obj.get("kiln_prompt")
     return {"seconds": round(dt, 2), "vertices": len(obj.data.vertices), "name": obj.name}
 

@@ -92,6 +92,9 @@ def latent_to_mesh(model: TriplaneAutoencoder, latent: torch.Tensor, resolution:
     return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part)
 
 
+FIT_NEAR, FIT_UNIFORM = 16384, 8192   # a mesh's fitting samples: near its surface, then uniform in the cube
+
+
 def encode_source_mesh(model: TriplaneAutoencoder, src: SourceMesh, fit_steps: int = 0, seed: int = 0,
                        n_points: int = 2048, progress: Progress = None, cancel: Cancel = None):
     """Encode a normalised mesh; with fit_steps > 0 refine the latent against its SDF samples.
@@ -105,5 +108,5 @@ def encode_source_mesh(model: TriplaneAutoencoder, src: SourceMesh, fit_steps: i
     if fit_steps <= 0:
         return latent, None
     check()
-    samples = sdf_samples(src, 16384, 8192, rng, check=check)
+    samples = sdf_samples(src, FIT_NEAR, FIT_UNIFORM, rng, check=check)
     return fit_latent(model, latent, *samples, steps=fit_steps, seed=seed, progress=progress, cancel=cancel), samples

@@ -13,7 +13,9 @@ named accent part colours must cover >= 3% of the surface; size words (tall/shor
 large/small) are checked against the category's median decoded height/extent. In one piece:
 the share of samples whose largest connected part holds >= 98% of the inside volume (64^3
 grid), as sampled and after the floater clean-up the backend applies (models.mesh.FLOATER_MIN_PART);
-every procedural asset is one piece.
+every procedural asset is one piece. Per category too, and `category_and_one_piece`: the judge
+names the nearest category of whatever it is shown (four loose legs are a "table"), so a usable
+asset is the right category *and* one piece.
 Diversity: 8 seeds of an under-specified prompt; a sample counts as distinct when its
 32^3 occupancy IoU with every earlier distinct sample is < 0.85 or its main colour differs.
 """
@@ -100,9 +102,13 @@ def run(args: argparse.Namespace) -> int:
             latent, _ = gen.generate_latent(prompt, seed=k, **sampling)
             m = measure(ae, latent, args.resolution)
             rows.append((prompt, spec, m, classify(clf, m["grid"][None])[0]))
-        per_cat = {}
+        per_cat, per_cat_whole = {}, {}
         for prompt, spec, m, cat in rows:
             per_cat.setdefault(spec.category, []).append(cat == spec.category)
+            per_cat_whole.setdefault(spec.category, []).append(m["part_share_cleaned"] >= 0.98)
+        # the judge names the nearest category of whatever it sees (four legs without a top are
+        # a "table"), so a usable asset is also in one piece, as every procedural asset is
+        usable = [cat == spec.category and m["part_share_cleaned"] >= 0.98 for _, spec, m, cat in rows]
         cat_acc = float(np.mean([cat == spec.category for _, spec, _, cat in rows]))
         main = [max(m["colours"], key=m["colours"].get) == spec.main_colour() if m["colours"] else False
                 for _, spec, m, _ in rows]
@@ -129,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
                          "one_piece": round(float(np.mean([m["part_share"] >= 0.98 for _, _, m, _ in rows])), 4),
                          "one_piece_cleaned": round(float(np.mean([m["part_share_cleaned"] >= 0.98
                                                                    for _, _, m, _ in rows])), 4),
-                         "per_category_acc": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_cat.items())}}
+                         "category_and_one_piece": round(float(np.mean(usable)), 4),
+                         "per_category_acc": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_cat.items())},
+                         "per_category_one_piece_cleaned": {c: round(float(np.mean(v)), 3)
+                                                            for c, v in sorted(per_cat_whole.items())}}
         print(name, json.dumps(summary[name]))
         for prompt, spec, m, cat in rows[:6]:
             top = max(m["colours"], key=m["colours"].get) if m["colours"] else "-"

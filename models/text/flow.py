@@ -11,12 +11,6 @@ import torch
 from ..mesh import Cancelled
 
 
-def flow_loss(model, x0: torch.Tensor, cond: tuple, generator: torch.Generator | None = None,
-              t_one: float = 0.0, **kw) -> torch.Tensor:
-    x_t, t, velocity = flow_inputs(x0, generator, t_one)
-    return ((model(x_t, t, *cond, **kw) - velocity) ** 2).mean()
-
-
 def flow_inputs(x0: torch.Tensor, generator: torch.Generator | None = None, t_one: float = 0.0) -> tuple:
     """(x_t, t, target velocity) of one training batch; a share t_one of it at t = 1."""
     b = x0.shape[0]

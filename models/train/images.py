@@ -31,8 +31,8 @@ from ..images.data import load_or_render
 from ..images.frame import records_in_image_frame
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
-from ..triplane.autoencoder import decoded_field_loss
 from ..triplane.loading import load_autoencoder
+from .decoded import DecodedField
 from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
 from .text import normalised_asset_latents
 
@@ -124,24 +124,3 @@ def run(args: argparse.Namespace) -> int:
                   lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
                   args.decoded_steps, args.decoded_lr, warmup=(200, 100), save_every=(500, 250))
     return 0
-
-
-class DecodedField:
-    """The decoded-field loss: predicted normalised latents -> frozen autoencoder decoder -> SDF
-    and colour at random query points of each asset (its training samples), against the exact
-    values, with the autoencoder's own reconstruction loss."""
-
-    def __init__(self, ae, data: dict, mean: torch.Tensor, std: torch.Tensor, points: int):
-        self.ae = ae.eval().requires_grad_(False)
-        self.query, self.sdf, self.rgb = data["query"], data["sdf"], data["rgb"]
-        self.mean, self.std, self.points = mean, std, points
-
-    def loss(self, latent_n: torch.Tensor, assets: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        pick = rng.integers(0, self.query.shape[1], (len(assets), self.points))
-        dev = latent_n.device
-
-        def take(a):
-            return torch.from_numpy(a[assets[:, None], pick].astype(np.float32)).to(dev)
-
-        return decoded_field_loss(self.ae, latent_n * self.std + self.mean, take(self.query), take(self.sdf),
-                                  take(self.rgb))

@@ -29,8 +29,9 @@ from ..world.palette import COLOUR_NAMES
 from ..text.conditioning import standardise_text, text_statistics
 from ..text.dit import DiTConfig
 from ..text.encoder import SentenceEncoder
-from ..text.flow import flow_loss
+from ..text.flow import flow_inputs
 from ..text.pipeline import DEFAULT_WEIGHTS, TextModel
+from .decoded import DecodedField
 from .flow_loop import (add_runtime_arguments, add_summary_arguments, dit_weights, drop_condition, drop_tokens,
                         new_dit, optimise, training_device, two_stage_run, weights_bundle)
 
@@ -64,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="second stage: this many more steps from the first stage's EMA weights, with a fresh "
                         "warm-up and cosine schedule at --continue-lr (the same seed)")
     p.add_argument("--continue-lr", type=float, default=1e-4)
+    p.add_argument("--decoded-weight", type=float, default=0.0,
+                   help="second stage: weight of a loss on the decoded prediction of x0 (the autoencoder's "
+                        "SDF L1 + colour MSE at the asset's query points, through the frozen decoder), times 10")
+    p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
+    p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "text"))
@@ -163,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t0 = time.time()
     ae = load_autoencoder(device=device)
-    x0_all, mean, std = normalised_asset_latents(ae, args.assets, args.cache, args.workers)
+    data = load_or_build("train", args.assets, args.cache, args.workers)
+    x0_all, mean, std = normalised_asset_latents(ae, args.assets, args.cache, data=data)
+    field = DecodedField(ae, data, mean, std, args.decoded_points) if args.decoded_weight > 0 else None
     print(f"encoded {len(x0_all)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
     encoder = SentenceEncoder(device)
@@ -189,20 +197,31 @@ def run(args: argparse.Namespace) -> int:
         cap = rng.integers(0, len(tokens), batch)
         return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
 
-    def make_step(net, opt, sched, rng, gen):
-        def step():
-            asset = rng.integers(0, args.assets, args.batch)
-            cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
-            cond = drop_condition(net, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
-            if args.token_dropout > 0:
-                cond = drop_tokens(net, rng, args.token_dropout, *cond)
-            loss = flow_loss(net, x0_all[asset], cond, generator=gen, t_one=args.t_one)
-            if args.summary_queries and args.aux_weight > 0:
-                summary = net.prompt_head(tokens[cap].float(), masks[cap])
-                loss = loss + args.aux_weight * net.prompt_probe.loss(summary, pick(targets, torch.from_numpy(asset)))
-            optimise(net, opt, sched, loss)
-            return loss
-        return step
+    def make_step_with(decoded_weight):
+        def make_step(net, opt, sched, rng, gen):
+            def step():
+                asset = rng.integers(0, args.assets, args.batch)
+                cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
+                cond = drop_condition(net, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
+                if args.token_dropout > 0:
+                    cond = drop_tokens(net, rng, args.token_dropout, *cond)
+                x_t, t, velocity = flow_inputs(x0_all[asset], gen, args.t_one)
+                pred = net(x_t, t, *cond)
+                loss = ((pred - velocity) ** 2).mean()
+                if decoded_weight > 0:
+                    # the clean latent the prediction implies, x_t - t v: a thin part the latent MSE
+                    # barely weighs (a table's top, a chair's leg joints) counts by what it decodes to
+                    k = args.decoded_batch
+                    x0_pred = x_t[:k] - t[:k].view(-1, 1, 1, 1, 1) * pred[:k]
+                    loss = loss + decoded_weight * field.loss(x0_pred, asset[:k], rng)
+                if args.summary_queries and args.aux_weight > 0:
+                    summary = net.prompt_head(tokens[cap].float(), masks[cap])
+                    loss = loss + args.aux_weight * net.prompt_probe.loss(summary,
+                                                                          pick(targets, torch.from_numpy(asset)))
+                optimise(net, opt, sched, loss)
+                return loss
+            return step
+        return make_step
 
     def saver(stage_args, first_steps):
         def save(ema, step, elapsed):
@@ -213,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
     two_stage_run(args, device,
                   lambda: new_dit(cfg, args, device, caption_batch,
                                   lambda: held_out_phrasings(encoder, text_stats, device)),
-                  dit_weights(TextModel, device), lambda stage: make_step, saver, args.continue_steps,
+                  dit_weights(TextModel, device),
+                  lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
+                  args.continue_steps,
                   args.continue_lr, warmup=(300, 100), save_every=(1000, 1000), second_seed_offset=0)
     return 0
 
@@ -234,5 +255,6 @@ def _save(args, ema, mean, std, pooled, text_stats, encoder, train_s, step, devi
                assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
                token_dropout=args.token_dropout, attribute_condition=args.attribute_condition,
                head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
-               continue_steps=continued, lr=args.lr,
+               continue_steps=continued, lr=args.lr, decoded_weight=args.decoded_weight if continued else 0.0,
+               decoded_batch=args.decoded_batch, decoded_points=args.decoded_points,
                train_seconds=round(train_s), device=device.type, version="1.0")

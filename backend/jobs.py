@@ -319,7 +319,7 @@ def _back_view_warnings(views: dict) -> list[str]:
 
 
 def _outline_warnings(outline_iou: dict) -> list[str]:
-    """A result whose render barely overlaps an input's outline: say so, naming the view."""
+    """A result whose outline barely overlaps an input's (`ImagesToAsset.outline_agreement`): say so, naming the view."""
     from models.images.pipeline import OUTLINE_WARN_IOU
 
     return [f"the result matches the {view} image's outline poorly (silhouette IoU {iou:.2f} < {OUTLINE_WARN_IOU}): "

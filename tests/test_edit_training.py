@@ -8,8 +8,8 @@ import torch
 from models.data import build_dataset
 from models.edit.data import ON_SURFACE, PairKey, edit_for, pair_clouds, source_points
 from models.text.dit import DiTConfig, LatentDiT
-from models.train.edit import changed_texels
 from models.train.decoded import DecodedField
+from models.train.edit import changed_texels
 from models.train.text import normalised_asset_latents
 from models.world.asset import Asset, sample_asset_spec
 

@@ -22,7 +22,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_model

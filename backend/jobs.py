@@ -96,7 +96,7 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, referen
 
 def _latent_of_mesh_file(ctx: JobContext, req: dict, model, timing: str, span: tuple[float, float]):
     """Read the request's mesh, normalise it into the cube and encode it (fitting when
-    `fit_steps` > 0): (source mesh, latent, fit IoU or None)."""
+    `fit_steps` > 0): (source mesh, latent, fit IoU to 4 decimals or None)."""
     from models.meshio import load_mesh, normalise
     from models.metrics import volume_iou
     from models.triplane.inference import FIT_UNIFORM, LatentField, encode_source_mesh
@@ -113,7 +113,7 @@ def _latent_of_mesh_file(ctx: JobContext, req: dict, model, timing: str, span: t
         # volume IoU with the mesh on the fit's uniform samples, the measure of the autoencoder card
         # (the near-surface samples, two thirds of them, would report a much harsher figure)
         points, sdf = samples[0][-FIT_UNIFORM:], samples[1][-FIT_UNIFORM:]
-        fit_iou = volume_iou(LatentField(model, latent).sdf(points), sdf)
+        fit_iou = round(float(volume_iou(LatentField(model, latent).sdf(points), sdf)), 4)
     return src, latent, fit_iou
 
 
@@ -145,7 +145,7 @@ def run_encode(ctx: JobContext, req: dict) -> dict:
             "seed": req["seed"], "fit_steps": req["fit_steps"], "resolution": req["resolution"],
             "fit_iou": fit_iou}
     result = _write_outputs(ctx, req, mesh, latent, meta)
-    result["fit_iou"] = None if fit_iou is None else round(float(fit_iou), 4)
+    result["fit_iou"] = fit_iou
     return result
 
 
@@ -357,7 +357,6 @@ def _edit_source(ctx: JobContext, req: dict, ae):
 
     if not req["asset"]:
         src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
-        fit_iou = None if fit_iou is None else round(float(fit_iou), 4)
         with ctx.timed("surface"):
             surface = mesh_surface(src, req["seed"], check=ctx.check_cancel)
         lineage = {"source_mesh": os.path.abspath(req["mesh"]), "source_mesh_sha256": _sha256(req["mesh"]),

@@ -124,9 +124,6 @@ class CompositeField:
     def rgb(self, points: np.ndarray) -> np.ndarray:
         return self._shown(points, 1).float().cpu().numpy()
 
-    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.sdf(points), self.rgb(points)
-
     def share_edited(self) -> tuple[float, float]:
         """Shares of the grid where the shape and the colour come from the edit."""
         return float((self.shape_mask > 0.5).float().mean()), float((self.colour_mask > 0.5).float().mean())

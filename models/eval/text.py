@@ -102,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
             latent, _ = gen.generate_latent(prompt, seed=k, **sampling)
             m = measure(ae, latent, args.resolution)
             rows.append((prompt, spec, m, classify(clf, m["grid"][None])[0]))
+        whole = [m["part_share_cleaned"] >= 0.98 for _, _, m, _ in rows]
         per_cat, per_cat_whole = {}, {}
-        for prompt, spec, m, cat in rows:
+        for (prompt, spec, m, cat), w in zip(rows, whole):
             per_cat.setdefault(spec.category, []).append(cat == spec.category)
-            per_cat_whole.setdefault(spec.category, []).append(m["part_share_cleaned"] >= 0.98)
+            per_cat_whole.setdefault(spec.category, []).append(w)
         # the judge names the nearest category of whatever it sees (four legs without a top are
         # a "table"), so a usable asset is also in one piece, as every procedural asset is
-        usable = [cat == spec.category and m["part_share_cleaned"] >= 0.98 for _, spec, m, cat in rows]
+        usable = [cat == spec.category and w for (_, spec, _, cat), w in zip(rows, whole)]
         cat_acc = float(np.mean([cat == spec.category for _, spec, _, cat in rows]))
         main = [max(m["colours"], key=m["colours"].get) == spec.main_colour() if m["colours"] else False
                 for _, spec, m, _ in rows]
@@ -133,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
                          "size_prompts": len(size_ok),
                          "empty_meshes": int(sum(m["empty"] for _, _, m, _ in rows)),
                          "one_piece": round(float(np.mean([m["part_share"] >= 0.98 for _, _, m, _ in rows])), 4),
-                         "one_piece_cleaned": round(float(np.mean([m["part_share_cleaned"] >= 0.98
-                                                                   for _, _, m, _ in rows])), 4),
+                         "one_piece_cleaned": round(float(np.mean(whole)), 4),
                          "category_and_one_piece": round(float(np.mean(usable)), 4),
                          "per_category_acc": {c: round(float(np.mean(v)), 3) for c, v in sorted(per_cat.items())},
                          "per_category_one_piece_cleaned": {c: round(float(np.mean(v)), 3)

@@ -159,3 +159,19 @@ def test_nearest_colour_roundtrip():
 def test_spec_serialises():
     spec = sample_asset_spec("test", 9)
     assert AssetSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()
+
+
+def test_sparse_captions_leave_out_what_they_omit():
+    rng = np.random.default_rng(0)
+    colour_words = {w for train, _ in COLOUR_WORDS.values() for w in train}
+    for i in range(40):
+        spec = sample_asset_spec("train", i)
+        bare = caption(spec, rng, omit=1.0)
+        assert any(noun in bare for noun in spec.cat.nouns)
+        words = bare.replace("on a white background", "").replace(",", " ").replace("-", " ").split()
+        assert not set(words) & colour_words, bare
+        assert " with " not in bare and "legs" not in bare, bare
+    # omit=0 is the full caption, drawing nothing more from the stream
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    spec = sample_asset_spec("train", 5)
+    assert caption(spec, a) == caption(spec, b, omit=0.0) and a.random() == b.random()

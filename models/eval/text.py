@@ -16,6 +16,9 @@ grid), as sampled and after the floater clean-up the backend applies (models.mes
 every procedural asset is one piece. Per category too, and `category_and_one_piece`: the judge
 names the nearest category of whatever it is shown (four loose legs are a "table"), so a usable
 asset is the right category *and* one piece.
+Bare nouns ("bare_nouns"): "a table", "a chair", ... (each category's first noun, 8 seeds each):
+category, one piece after the clean-up and both, for prompts that leave everything but the kind
+of object unsaid.
 Diversity: 8 seeds of an under-specified prompt; a sample counts as distinct when its
 32^3 occupancy IoU with every earlier distinct sample is < 0.85 or its main colour differs.
 """
@@ -35,6 +38,7 @@ from ..metrics import largest_part_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
+from ..world.categories import CATEGORIES
 from ..world.captions import caption, size_words
 from ..world.split import HELDOUT_COMBOS
 from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
@@ -143,6 +147,20 @@ def run(args: argparse.Namespace) -> int:
         for prompt, spec, m, cat in rows[:6]:
             top = max(m["colours"], key=m["colours"].get) if m["colours"] else "-"
             print(f"   {prompt!r:70.70s} -> {cat:8s} {top:7s} (want {spec.category}, {spec.main_colour()})")
+    bare = {}
+    for name, cat in sorted(CATEGORIES.items()):
+        shown = [measure(ae, gen.generate_latent(f"a {cat.nouns[0]}", seed=s, **sampling)[0], args.resolution)
+                 for s in range(args.seeds)]
+        named = classify(clf, np.stack([m["grid"] for m in shown]))
+        bare[name] = [(c == name, m["part_share_cleaned"] >= 0.98) for c, m in zip(named, shown)]
+    flat = [r for rows in bare.values() for r in rows]
+    summary["bare_nouns"] = {"prompts": len(bare), "seeds": args.seeds,
+                             "category_acc": round(float(np.mean([c for c, _ in flat])), 4),
+                             "one_piece_cleaned": round(float(np.mean([w for _, w in flat])), 4),
+                             "category_and_one_piece": round(float(np.mean([c and w for c, w in flat])), 4),
+                             "per_category_and_one_piece": {c: round(float(np.mean([a and w for a, w in rows])), 3)
+                                                            for c, rows in bare.items()}}
+    print("bare_nouns", json.dumps(summary["bare_nouns"]))
     div = {}
     for prompt in DIVERSITY_PROMPTS:
         samples = [measure(ae, gen.generate_latent(prompt, seed=s, **sampling)[0], args.resolution) for s in range(args.seeds)]

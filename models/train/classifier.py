@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import save_model
-from ..classifier import DEFAULT_WEIGHTS, ShapeClassifier, sdf_features
+from ..classifier import DEFAULT_WEIGHTS, TRUNC, ShapeClassifier, sdf_features
 from ..data import coloured_cloud, load_or_build, surface_points
 from ..triplane.inference import LatentField, encode_cloud
 from ..triplane.loading import load_autoencoder
@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--decoded-share", type=float, default=0.5,
                    help="share of each batch taken from autoencoder reconstructions instead of exact shapes")
+    p.add_argument("--thickness", type=float, nargs=2, default=(-0.02, 0.04), metavar=("THINNER", "THICKER"),
+                   help="each grid's surface moved by a uniform offset in this range (cube units; positive "
+                        "thickens every part) and, for half the batch, blurred: generated shapes come out with "
+                        "thicker or softer parts than the training assets (0 0: off)")
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
 
@@ -50,6 +54,19 @@ def grids_for(split: str, indices) -> tuple[np.ndarray, np.ndarray]:
 def decoded_grids(ae, clouds: np.ndarray) -> np.ndarray:
     """SDF grids of the autoencoder's reconstructions of coloured surface clouds (N, P, 6)."""
     return np.stack([sdf_features(LatentField(ae, encode_cloud(ae, cloud)).sdf) for cloud in clouds])
+
+
+def thicken(g: torch.Tensor, rng: np.random.Generator, offsets) -> torch.Tensor:
+    """Grids (B, 1, R, R, R) of SDF features with each shape's surface moved outwards by a random
+    offset (cube units), then half of them blurred by a 3-voxel box: a generated table with a
+    thick top on thick legs is still a table, not a mushroom."""
+    lo, hi = offsets
+    shift = torch.from_numpy(rng.uniform(lo, hi, len(g)).astype(np.float32)).view(-1, 1, 1, 1, 1)
+    g = (g - shift / TRUNC).clamp(-1.0, 1.0)
+    blur = torch.from_numpy(rng.random(len(g)) < 0.5)
+    if blur.any():
+        g[blur] = F.avg_pool3d(g[blur], 3, stride=1, padding=1, count_include_pad=False)
+    return g
 
 
 @torch.no_grad()
@@ -90,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             g[use] = torch.from_numpy(xd)[idx[use]]
         # robustness to decoded (smoother, slightly shifted) shapes: noise and small shifts
         g = g + 0.1 * torch.randn_like(g)
+        if args.thickness[1] > args.thickness[0]:
+            g = thicken(g, rng, args.thickness)
         g = torch.roll(g, shifts=tuple(int(s) for s in rng.integers(-1, 2, 3)), dims=(2, 3, 4))
         loss = F.cross_entropy(model(g), yt[idx])
         opt.zero_grad(set_to_none=True)
@@ -109,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     acc = held_out_accuracy(model, xv, yv)
     acc_decoded = held_out_accuracy(model, xvd, yv) if xvd is not None else None
     save_model(model, args.out, {}, seed=args.seed, steps=args.steps, train_assets=args.assets,
-               decoded_share=args.decoded_share, heldout_acc_exact=round(acc, 4),
+               decoded_share=args.decoded_share, thickness=list(args.thickness), heldout_acc_exact=round(acc, 4),
                heldout_acc_reconstructed=None if acc_decoded is None else round(acc_decoded, 4),
                train_seconds=round(time.time() - t0))
     print(f"wrote {args.out}")

@@ -36,6 +36,7 @@ from .flow_loop import (add_runtime_arguments, add_summary_arguments, dit_weight
                         new_dit, optimise, training_device, two_stage_run, weights_bundle)
 
 SIZE_NAMES = tuple(SIZE_WORDS)  # small, large, tall, short
+SPARSE_OMIT = 0.5  # chance that a sparse caption leaves out each of colour, size words, parts
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--assets", type=int, default=4000)
     p.add_argument("--captions", type=int, default=10, help="captions per asset")
+    p.add_argument("--sparse-captions", type=int, default=0,
+                   help="second stage: this many more captions per asset that may leave out the colour, size "
+                        "words and parts (\"a table\"), so under-specified prompts are in the training data")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--token-dropout", type=float, default=0.0,
                    help="share of samples conditioned on the pooled sentence embedding alone (token features "
@@ -68,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoded-weight", type=float, default=0.0,
                    help="second stage: weight of a loss on the decoded prediction of x0 (the autoencoder's "
                         "SDF L1 + colour MSE at the asset's query points, through the frozen decoder), times 10")
+    p.add_argument("--freeze-prompt-head", action="store_true",
+                   help="second stage: keep the prompt summary as the first stage left it (no gradient, no "
+                        "read-out loss), so that what it learned of held-out phrasings is not traded for the "
+                        "second stage's losses")
     p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
     p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
@@ -97,12 +105,17 @@ def normalised_asset_latents(ae, n_assets: int, cache: str, workers: int = 2, da
     return (latents - mean) / std, mean, std
 
 
-def caption_table(n: int, k: int, seed: int, split: str = "train", phrasing: str = "train") -> list[list[str]]:
+def caption_table(n: int, k: int, seed: int, split: str = "train", phrasing: str = "train", sparse: int = 0
+                  ) -> list[list[str]]:
+    """k full captions per asset, then `sparse` that may leave out its colour, size and parts
+    (from their own random stream, so the full ones are the same whatever `sparse` is)."""
     table = []
     for i in range(n):
         rng = np.random.default_rng([seed, i, 7])
         spec = sample_asset_spec(split, i)
-        table.append([caption(spec, rng, phrasing) for _ in range(k)])
+        row = [caption(spec, rng, phrasing) for _ in range(k)]
+        sparse_rng = np.random.default_rng([seed, i, 8])
+        table.append(row + [caption(spec, sparse_rng, phrasing, omit=SPARSE_OMIT) for _ in range(sparse)])
     return table
 
 
@@ -175,11 +188,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"encoded {len(x0_all)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
     encoder = SentenceEncoder(device)
-    captions = caption_table(args.assets, args.captions, args.seed)
-    cache = os.path.join(args.cache, f"text_captions_{args.assets}x{args.captions}_seed{args.seed}.pt")
+    captions = caption_table(args.assets, args.captions, args.seed, sparse=args.sparse_captions)
+    per_asset = args.captions + args.sparse_captions
+    cache = os.path.join(args.cache, f"text_captions_{args.assets}x{args.captions}+{args.sparse_captions}"
+                                     f"_seed{args.seed}.pt")
     tokens, masks, raw_pooled = embedded_captions(encoder, captions, cache)
     tokens, masks, raw_pooled = tokens.to(device), masks.to(device), raw_pooled.to(device)
-    text_stats = text_statistics(raw_pooled, tokens, masks)
+    # statistics of the full captions alone: the first stage's, whatever --sparse-captions adds
+    full_rows = (torch.arange(len(tokens), device=tokens.device) % per_asset) < args.captions
+    text_stats = text_statistics(raw_pooled[full_rows], tokens[full_rows], masks[full_rows])
     pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
     tokens = tokens.half()
     print(f"embedded {len(pooled)} captions in {time.time() - t0:.0f}s", flush=True)
@@ -194,14 +211,22 @@ def run(args: argparse.Namespace) -> int:
                     if args.summary_queries else (),
                     attribute_condition=args.attribute_condition)
     def caption_batch(rng, batch):
-        cap = rng.integers(0, len(tokens), batch)
-        return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(cap // args.captions))
+        # full captions only: each states every attribute the read-out is trained on
+        flat = rng.integers(0, args.assets * args.captions, batch)
+        cap = flat // args.captions * per_asset + flat % args.captions
+        return tokens[cap].float(), masks[cap], pick(targets, torch.from_numpy(flat // args.captions))
 
-    def make_step_with(decoded_weight):
+    def make_step_with(decoded_weight, freeze_head=False, sparse=False):
+        choices = per_asset if sparse else args.captions
+
         def make_step(net, opt, sched, rng, gen):
+            if freeze_head:
+                net.prompt_head.requires_grad_(False)
+
             def step():
                 asset = rng.integers(0, args.assets, args.batch)
-                cap = asset * args.captions + rng.integers(0, args.captions, args.batch)
+                which = rng.integers(0, choices, args.batch)
+                cap = asset * per_asset + which
                 cond = drop_condition(net, rng, args.cfg_dropout, pooled[cap], tokens[cap].float(), masks[cap])
                 if args.token_dropout > 0:
                     cond = drop_tokens(net, rng, args.token_dropout, *cond)
@@ -214,10 +239,11 @@ def run(args: argparse.Namespace) -> int:
                     k = args.decoded_batch
                     x0_pred = x_t[:k] - t[:k].view(-1, 1, 1, 1, 1) * pred[:k]
                     loss = loss + decoded_weight * field.loss(x0_pred, asset[:k], rng)
-                if args.summary_queries and args.aux_weight > 0:
-                    summary = net.prompt_head(tokens[cap].float(), masks[cap])
-                    loss = loss + args.aux_weight * net.prompt_probe.loss(summary,
-                                                                          pick(targets, torch.from_numpy(asset)))
+                full = which < args.captions  # a sparse caption does not state what the read-out names
+                if args.summary_queries and args.aux_weight > 0 and not freeze_head and full.any():
+                    summary = net.prompt_head(tokens[cap[full]].float(), masks[cap[full]])
+                    loss = loss + args.aux_weight * net.prompt_probe.loss(
+                        summary, pick(targets, torch.from_numpy(asset[full])))
                 optimise(net, opt, sched, loss)
                 return loss
             return step
@@ -233,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
                   lambda: new_dit(cfg, args, device, caption_batch,
                                   lambda: held_out_phrasings(encoder, text_stats, device)),
                   dit_weights(TextModel, device),
-                  lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
+                  lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0,
+                                               freeze_head=stage == 2 and args.freeze_prompt_head,
+                                               sparse=stage == 2), saver,
                   args.continue_steps,
                   args.continue_lr, warmup=(300, 100), save_every=(1000, 1000), second_seed_offset=0)
     return 0
@@ -252,9 +280,11 @@ def _save(args, ema, mean, std, pooled, text_stats, encoder, train_s, step, devi
                             concept_bank=concept_bank.half(), **text_stats)
     save_model(bundle, args.out, ema.cfg.to_dict(), half=True, concepts=names, ood_threshold=round(threshold, 4),
                seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               assets=args.assets, captions_per_asset=args.captions, t_one=args.t_one,
+               assets=args.assets, captions_per_asset=args.captions,
+               sparse_captions_per_asset=args.sparse_captions if continued else 0, t_one=args.t_one,
                token_dropout=args.token_dropout, attribute_condition=args.attribute_condition,
                head_pretrain=args.head_pretrain, aux_weight=args.aux_weight,
                continue_steps=continued, lr=args.lr, decoded_weight=args.decoded_weight if continued else 0.0,
+               freeze_prompt_head=bool(args.freeze_prompt_head and continued),
                decoded_batch=args.decoded_batch, decoded_points=args.decoded_points,
                train_seconds=round(train_s), device=device.type, version="1.0")

@@ -71,14 +71,25 @@ def size_words(spec: AssetSpec) -> list[str]:
     return words
 
 
-def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train") -> str:
-    """One caption naming the category, the main colour, accent part colours, pattern, size, counts."""
+def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train", omit: float = 0.0) -> str:
+    """One caption naming the category, the main colour, accent part colours, pattern, size, counts.
+
+    omit > 0 leaves out, each with that chance, the main colour, the size words and the part
+    descriptions: what a user leaves unsaid ("a table") is then in the training data, paired with
+    every asset it fits, so the generator samples it instead of meeting an unseen kind of prompt.
+    """
     cat = spec.cat
     main = spec.main_colour()
     noun = _pick(rng, cat.nouns if phrasing == "train" else cat.heldout_nouns + cat.nouns[:1])
     c = _pick(rng, _words(COLOUR_WORDS, main, phrasing))
     adjectives = [_pick(rng, _words(SIZE_WORDS, w, phrasing)) for w in size_words(spec)]
     core = _pick(rng, COLOURED[phrasing]).format(c=c, noun=noun)
+    if omit > 0:
+        keep_colour, keep_size, keep_parts = rng.random(3) >= omit
+        core = core if keep_colour else noun
+        adjectives = adjectives if keep_size else []
+        if not keep_parts:
+            return _pick(rng, TEMPLATES[phrasing]).format(np=_article(" ".join(adjectives + [core])), parts="")
     np_ = _article(" ".join(adjectives + [core]))
     descs = []
     for part in spec.parts():

@@ -237,13 +237,14 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             with ctx.timed("mesh"):
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
                                       cancel=ctx.cancelled, min_part=min_part)
+            job_warnings = warnings[k] + _pieces_warnings(mesh, "; try another seed or a fuller prompt")
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
                     "guidance_until": DEFAULT_GUIDANCE_UNTIL, "resolution": req["resolution"],
-                    "min_part": min_part, "warnings": warnings[k]}
+                    "min_part": min_part, "warnings": job_warnings}
             result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
-            finish(i, {**result, "warnings": warnings[k], "batch_size": len(live)})
+            finish(i, {**result, "warnings": job_warnings, "batch_size": len(live)})
         except BaseException as exc:  # noqa: BLE001
             finish(i, exc)
     return outcomes
@@ -278,6 +279,7 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     with ctx.timed("mesh"):
         mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
                               cancel=ctx.cancelled, min_part=min_part)
+    warnings += _pieces_warnings(mesh)
     refine = info.get("refine")
     meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "front": os.path.abspath(req["front"]),
@@ -316,6 +318,15 @@ def _back_view_warnings(views: dict) -> list[str]:
         return []
     return [f"the back image's outline does not match the front's (overlap {iou:.2f} after mirroring): is it the "
             "same object seen from behind? Both views were used; the result may mix the two"]
+
+
+def _pieces_warnings(mesh, hint: str = "") -> list[str]:
+    """A generated asset still in several pieces after the floater clean-up (`Mesh.parts`): every
+    asset the bundled models learned from is one piece, so say so rather than hand it over silently."""
+    if mesh.parts < 2:
+        return []
+    return [f"the result is in {mesh.parts} separate pieces, each too large for the floater clean-up: the bundled "
+            "model often breaks thin parts off (the legs or top of a table, chair, stool or lamp)" + hint]
 
 
 def _outline_warnings(outline_iou: dict) -> list[str]:

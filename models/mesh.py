@@ -47,12 +47,13 @@ class Mesh:
     faces: np.ndarray     # (F, 3) int32, counter-clockwise seen from outside
     colors: np.ndarray    # (V, 3) float32 in [0, 1]
     removed_parts: int = 0  # small disconnected parts (floaters) dropped at extraction
+    parts: int = 0  # connected parts left after that clean-up (0: not counted, the clean-up was off)
 
     @property
     def stats(self) -> dict:
         return {"vertices": int(len(self.vertices)), "faces": int(len(self.faces)),
                 "bounds": np.stack([self.vertices.min(0), self.vertices.max(0)]).round(4).tolist(),
-                "removed_parts": int(self.removed_parts)}
+                "removed_parts": int(self.removed_parts), "parts": int(self.parts)}
 
 
 def _evaluate(sdf_fn: SdfFn, points: np.ndarray, chunk: int, cancel: Callable[[], bool] | None) -> np.ndarray:
@@ -94,18 +95,23 @@ def remove_small_parts(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, i
     """Drop the connected inside parts (`inside_parts`) whose volume is below `min_part` times
     the largest part's, by flipping their sign: the floaters a sampled latent can leave beside
     the asset. Returns the new grid and how many parts were dropped."""
+    return _drop_small_parts(grid, min_part)[:2]
+
+
+def _drop_small_parts(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, int, int]:
+    """`remove_small_parts`, and how many parts are left (0 when min_part <= 0: not counted)."""
     if min_part <= 0:
-        return grid, 0
+        return grid, 0, 0
     labels, sizes = inside_parts(grid)
     if len(sizes) < 2:
-        return grid, 0
+        return grid, 0, len(sizes)
     small = np.flatnonzero(sizes < min_part * sizes.max()) + 1
     if len(small) == 0:
-        return grid, 0
+        return grid, 0, len(sizes)
     drop = np.isin(labels, small)
     out = grid.copy()
     out[drop] = np.abs(out[drop]) + 1e-6
-    return out, len(small)
+    return out, len(small), len(sizes) - len(small)
 
 
 def extract_mesh(sdf_fn: SdfFn, rgb_fn: RgbFn, resolution: int = 128,
@@ -121,7 +127,7 @@ def mesh_from_grid(grid: np.ndarray, rgb_fn: RgbFn, progress: Progress | None = 
                    min_part: float = 0.0) -> Mesh:
     """`extract_mesh` from an SDF grid already on the cube's res^3 points (`sdf_grid`)."""
     resolution = grid.shape[0]
-    grid, removed = remove_small_parts(grid, min_part)
+    grid, removed, parts = _drop_small_parts(grid, min_part)
     if grid.min() >= 0 or grid.max() <= 0:
         raise MeshExtractionError("the decoded shape is empty" if grid.min() >= 0 else "the decoded shape fills the whole cube")
     step = 2.0 / (resolution - 1)
@@ -135,7 +141,7 @@ def mesh_from_grid(grid: np.ndarray, rgb_fn: RgbFn, progress: Progress | None = 
     if progress:
         progress(1.0, "vertex colours")
     colors = np.clip(rgb_fn(verts), 0.0, 1.0).astype(np.float32)
-    return Mesh(verts, faces, colors, removed)
+    return Mesh(verts, faces, colors, removed, parts)
 
 
 def _signed_volume(v: np.ndarray, f: np.ndarray) -> float:

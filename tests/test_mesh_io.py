@@ -75,9 +75,16 @@ def test_floaters_are_dropped_and_the_asset_kept():
     assert remove_small_parts(grid, 0.0) == (grid, 0)                         # 0 keeps every part
     assert remove_small_parts(grid, 0.01)[1] == 0                             # above the threshold: kept
     mesh = extract_mesh(sdf, lambda p: np.zeros((len(p), 3)), 64, min_part=0.05)
-    assert mesh.removed_parts == 1 and mesh.stats["removed_parts"] == 1
+    assert mesh.removed_parts == 1 and mesh.stats["removed_parts"] == 1 and mesh.parts == 1
     assert mesh.vertices[:, 2].max() < 0.35                                    # nothing left up where it floated
     assert extract_mesh(sdf, lambda p: np.zeros((len(p), 3)), 64).vertices[:, 2].max() > 0.8
+
+
+def test_large_separate_parts_are_kept_and_counted():
+    apart = _spheres(((0.0, 0.0, -0.45), 0.4), ((0.0, 0.0, 0.5), 0.3))    # the second: 42% of the first
+    mesh = extract_mesh(apart, lambda p: np.zeros((len(p), 3)), 64, min_part=0.05)
+    assert (mesh.removed_parts, mesh.parts, mesh.stats["parts"]) == (0, 2, 2)
+    assert extract_mesh(apart, lambda p: np.zeros((len(p), 3)), 64).parts == 0   # clean-up off: not counted
 
 
 def test_parts_that_touch_are_one_part():

@@ -253,3 +253,8 @@ def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend)
         assert (one["faces"] < keep["faces"]) == (one["removed_parts"] > 0)
     # this prompt's samples are not all in one piece, and only the largest part is kept with 1.0
     assert sum(results["one", s]["mesh"]["removed_parts"] for s in range(4)) > 0
+    for seed in range(4):  # what is still in pieces after the default clean-up is said, and only that
+        default = results["default", seed]
+        pieces = [w for w in default["warnings"] if "separate pieces" in w]
+        assert default["mesh"]["parts"] >= 1 and len(pieces) == (default["mesh"]["parts"] > 1)
+        assert results["one", seed]["mesh"]["parts"] == 1 and results["keep", seed]["mesh"]["parts"] == 0

@@ -38,8 +38,8 @@ from ..metrics import largest_part_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
-from ..world.categories import CATEGORIES
 from ..world.captions import caption, size_words
+from ..world.categories import CATEGORIES
 from ..world.split import HELDOUT_COMBOS
 from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
 

@@ -57,8 +57,8 @@ def decoded_grids(ae, clouds: np.ndarray) -> np.ndarray:
 
 
 def thicken(g: torch.Tensor, rng: np.random.Generator, offsets) -> torch.Tensor:
-    """Grids (B, 1, R, R, R) of SDF features with each shape's surface moved outwards by a random
-    offset (cube units), then half of them blurred by a 3-voxel box: a generated table with a
+    """Grids (B, 1, R, R, R) of SDF features with each shape's surface moved by a random offset
+    (cube units; outwards when positive), then half of them blurred by a 3-voxel box: a generated table with a
     thick top on thick legs is still a table, not a mushroom."""
     lo, hi = offsets
     shift = torch.from_numpy(rng.uniform(lo, hi, len(g)).astype(np.float32)).view(-1, 1, 1, 1, 1)

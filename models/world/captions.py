@@ -88,9 +88,9 @@ def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train", 
         keep_colour, keep_size, keep_parts = rng.random(3) >= omit
         core = core if keep_colour else noun
         adjectives = adjectives if keep_size else []
-        if not keep_parts:
-            return _pick(rng, TEMPLATES[phrasing]).format(np=_article(" ".join(adjectives + [core])), parts="")
     np_ = _article(" ".join(adjectives + [core]))
+    if omit > 0 and not keep_parts:
+        return _pick(rng, TEMPLATES[phrasing]).format(np=np_, parts="")
     descs = []
     for part in spec.parts():
         colour, pattern = spec.colours[part], spec.patterns.get(part)

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-input", type=int, default=2048, help="surface points fed to the encoder")
     p.add_argument("--n-query", type=int, default=4096, help="supervised query points per asset")
     p.add_argument("--kl-weight", type=float, default=1e-5)
+    p.add_argument("--latent-res", type=int, default=AutoencoderConfig.latent_res,
+                   help="latent plane resolution (16 is the shared latent every other model uses; 32 keeps the "
+                        "encoder's own resolution)")
+    p.add_argument("--latent-channels", type=int, default=AutoencoderConfig.latent_channels)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "autoencoder"))
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     val = load_or_build("test", args.val_assets, args.cache)
     print(f"data ready in {time.time() - t0:.0f}s: {len(train['surface'])} train, {len(val['surface'])} val", flush=True)
 
-    cfg = AutoencoderConfig()
+    cfg = AutoencoderConfig(latent_res=args.latent_res, latent_channels=args.latent_channels)
     model = TriplaneAutoencoder(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = 200

@@ -23,7 +23,7 @@ class PointEncoder(nn.Module):
                                        nn.Linear(c, c))
         self.stem = nn.Conv2d(c, h, 3, padding=1)
         self.block1 = PlaneBlock(h)
-        self.down = nn.Conv2d(h, h, 3, stride=2, padding=1)  # scatter_res -> latent_res
+        self.down = nn.Conv2d(h, h, 3, stride=cfg.scatter_res // cfg.latent_res, padding=1)  # -> latent_res
         self.block2 = PlaneBlock(h)
         self.head = nn.Conv2d(h, 2 * cfg.latent_channels, 3, padding=1)  # mean, log-variance
         # Start with a nearly deterministic posterior (sigma ~ 0.05): with sigma ~ 1 at init the

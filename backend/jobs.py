@@ -73,7 +73,7 @@ class JobContext:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
-def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None, planes=None) -> dict:
+def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None) -> dict:
     from models.mesh import write_glb
 
     out_dir = ctx.out_dir or ctx.prepare_output(req)
@@ -83,7 +83,7 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, referen
         mesh_file = os.path.join(out_dir, MESH_FILE_NAME)
         save_mesh_arrays(mesh_file, mesh)
         latent_path = os.path.join(out_dir, "latent.safetensors")
-        save_latent(latent_path, latent, {"backend": __version__, **meta}, reference=reference, planes=planes)
+        save_latent(latent_path, latent, {"backend": __version__, **meta}, reference=reference)
         preview = None
         if req.get("preview"):
             from models.preview import render_preview, save_png
@@ -257,7 +257,7 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     """Front (+ back) image -> latent (feed-forward, then optional GTR-style refinement) -> mesh.
     The images are read and checked before the model loads, so a bad file fails at once and
     without the weights."""
-    from models.triplane.inference import planes_to_mesh
+    from models.triplane.inference import latent_to_mesh
 
     ctx.registry.entry_for("images", req.get("model"))  # an unknown model id: model_unavailable
     ctx.progress(0.0, "images", "reading images")
@@ -271,28 +271,23 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     with ctx.timed("reconstruct"):
         views = rec.prepare_views(images["front"], images.get("back"))
         warnings = _back_view_warnings(views)
-        result = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
-                                       cancel=ctx.cancelled)
-        info = result.info
+        latent, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
+                                             cancel=ctx.cancelled)
         warnings += _outline_warnings(info["outline_iou"])
-        # the latent file keeps the planes as float16: mesh what it keeps, so edits show the same surface
-        planes = result.planes.half().float() if info["detail"] else result.planes
     ctx.check_cancel()
     min_part = _min_part(req, generated=True)
     with ctx.timed("mesh"):
-        # from the full triplane the detail network sharpened; the latent is what edits start from
-        mesh = planes_to_mesh(ae, planes, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
+        mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
                               cancel=ctx.cancelled, min_part=min_part)
     warnings += _pieces_warnings(mesh)
     refine = info.get("refine")
     meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
             "autoencoder_config": ae.cfg.to_dict(), "front": os.path.abspath(req["front"]),
             "back": os.path.abspath(req["back"]) if req.get("back") else None, "views": info["views"],
-            "refine_steps": steps, "refine": refine, "outline_iou": info["outline_iou"], "detail": info["detail"],
-            "detail_model_version": rec.detail.meta.get("version") if rec.detail else None, "seed": req["seed"],
+            "refine_steps": steps, "refine": refine, "outline_iou": info["outline_iou"], "seed": req["seed"],
             "resolution": req["resolution"], "min_part": min_part, "warnings": warnings}
-    written = _write_outputs(ctx, req, mesh, result.latent, meta, planes=planes if info["detail"] else None)
-    return {**written, "views": info["views"], "outline_iou": info["outline_iou"], "warnings": warnings,
+    result = _write_outputs(ctx, req, mesh, latent, meta)
+    return {**result, "views": info["views"], "outline_iou": info["outline_iou"], "warnings": warnings,
             **({"refine": refine} if refine else {})}
 
 
@@ -363,15 +358,13 @@ def _reconstruct_progress(ctx: JobContext) -> Callable[[float, str], None]:
 def _edit_source(ctx: JobContext, req: dict, ae):
     """What an edit starts from: the latent to edit, the reference latent its result is
     composited over (where the chain of edits started), the user's mesh as a field when the
-    chain started from one, or the image reconstruction's full triplane when it started from
-    one (shown wherever the edit does not act), lineage metadata, the frame to return the mesh
-    in, the fit IoU and warnings. A mesh file is normalised into the cube and a latent fitted
-    to it first."""
+    chain started from one (shown wherever the edit does not act), lineage metadata, the frame
+    to return the mesh in, the fit IoU and warnings. A mesh file is normalised into the cube
+    and a latent fitted to it first."""
     from models.edit.composite import mesh_surface
     from models.meshio import Normalisation
-    from models.triplane.inference import PlanesField
 
-    from .results import load_latent_file
+    from .results import load_latent_with_reference
 
     if not req["asset"]:
         src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
@@ -380,11 +373,8 @@ def _edit_source(ctx: JobContext, req: dict, ae):
         lineage = {"source_mesh": os.path.abspath(req["mesh"]), "source_mesh_sha256": _sha256(req["mesh"]),
                    "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": []}
         return EditSource(latent, latent, surface, src.normalisation, lineage, fit_iou, [])
-    cfg = ae.cfg
     with ctx.timed("read"):
-        latent, reference, planes, meta = load_latent_file(
-            req["asset"], expected_shape=cfg.latent_shape,
-            planes_shape=(3, cfg.plane_channels, cfg.plane_res, cfg.plane_res))
+        latent, reference, meta = load_latent_with_reference(req["asset"], expected_shape=ae.cfg.latent_shape)
     latent = latent.to(_model_device(ae))
     reference = latent if reference is None else reference.to(latent.device)
     norm = Normalisation(**meta["normalisation"]) if meta.get("normalisation") else None
@@ -395,10 +385,7 @@ def _edit_source(ctx: JobContext, req: dict, ae):
     surface, warnings = None, []
     if meta.get("shown_over") == "source_mesh" and norm is not None:
         surface, warnings = _chained_surface(ctx, req, meta, norm)
-    elif planes is not None:
-        planes = planes.to(latent.device)
-        surface = PlanesField(ae, planes)
-    return EditSource(latent, reference, surface, norm, lineage, None, warnings, planes)
+    return EditSource(latent, reference, surface, norm, lineage, None, warnings)
 
 
 @dataclass
@@ -410,7 +397,6 @@ class EditSource:
     lineage: dict
     fit_iou: float | None
     warnings: list
-    planes: object = None    # an image reconstruction's full triplane (shown as `surface`), kept along the chain
 
 
 def _sha256(path: str) -> str:
@@ -469,7 +455,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
         # changed stays as it was
         mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
                                      progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled, min_part=min_part,
-                                     surface=source.surface, surface_colour_stays=source.planes is None)
+                                     surface=source.surface)
     warnings = [*source.warnings, *warnings]
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
@@ -479,18 +465,10 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
             "min_part": min_part, "warnings": warnings, **lineage,
             "edited_share": {"shape": round(shape_share, 4), "colour": round(colour_share, 4)},
-            "shown_over": _shown_over(source),
+            "shown_over": "source_mesh" if source.surface is not None else "reference_latent",
             **({"normalisation": norm.to_dict()} if norm is not None else {})}
-    result = _write_outputs(ctx, req, mesh, edited, meta, reference=source.reference, planes=source.planes)
+    result = _write_outputs(ctx, req, mesh, edited, meta, reference=source.reference)
     return {**result, "warnings": warnings, "fit_iou": source.fit_iou}
-
-
-def _shown_over(source: EditSource) -> str:
-    """What an edit's untouched regions show: the user's mesh, the image reconstruction's full
-    triplane, or the latent the chain started from."""
-    if source.planes is not None:
-        return "source_planes"
-    return "source_mesh" if source.surface is not None else "reference_latent"
 
 
 RUNNERS: dict[str, Callable[[JobContext, dict], dict]] = {

@@ -13,7 +13,6 @@ from .protocol import write_kmesh
 
 LATENT_KEY = "latent"
 REFERENCE_KEY = "reference"
-PLANES_KEY = "planes"
 LATENT_FORMAT = "kiln-latent/1"
 
 
@@ -36,20 +35,15 @@ class OutputRoot:
         return path
 
 
-def save_latent(path: str, latent, meta: dict, reference=None, planes=None) -> None:
+def save_latent(path: str, latent, meta: dict, reference=None) -> None:
     """latent (3, C, R, R) tensor + JSON metadata (model, version, prompt/mesh, seed, parameters).
     An edit also stores its `reference`: the latent its chain of edits started from, which the
-    next edit is composited over (models.edit.composite). An image reconstruction, and every
-    edit of one, stores the full triplane it was meshed from (`planes`, float16), which its
-    edits are shown over."""
-    import torch
+    next edit is composited over (models.edit.composite)."""
     from safetensors.torch import save_file
 
     tensors = {LATENT_KEY: _stored(latent)}
     if reference is not None:
         tensors[REFERENCE_KEY] = _stored(reference)
-    if planes is not None:
-        tensors[PLANES_KEY] = _stored(planes).to(torch.float16)
     info = {"format": LATENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata={"kiln": json.dumps(info)})
@@ -69,13 +63,6 @@ def load_latent(path: str, expected_shape: tuple | None = None):
 
 def load_latent_with_reference(path: str, expected_shape: tuple | None = None):
     """-> (latent, reference latent or None when the file has none, metadata dict)."""
-    latent, reference, _, meta = load_latent_file(path, expected_shape)
-    return latent, reference, meta
-
-
-def load_latent_file(path: str, expected_shape: tuple | None = None, planes_shape: tuple | None = None):
-    """-> (latent, reference latent or None, full triplane or None, metadata dict), each tensor
-    with a batch axis; clear errors for anything else."""
     from safetensors import SafetensorError, safe_open
 
     if not os.path.isfile(path):
@@ -88,18 +75,16 @@ def load_latent_file(path: str, expected_shape: tuple | None = None, planes_shap
                 raise JobError("bad_input", f"{os.path.basename(path)} holds no Kiln latent")
             latent = f.get_tensor(LATENT_KEY)
             reference = f.get_tensor(REFERENCE_KEY) if REFERENCE_KEY in stored else None
-            planes = f.get_tensor(PLANES_KEY).float() if PLANES_KEY in stored else None
     except (SafetensorError, ValueError, OSError) as exc:
         raise JobError("bad_input", f"{os.path.basename(path)} is not a Kiln latent file: {exc}") from None
-    for name, tensor, shape in ((LATENT_KEY, latent, expected_shape), (REFERENCE_KEY, reference, expected_shape),
-                                (PLANES_KEY, planes, planes_shape)):
+    for name, tensor in ((LATENT_KEY, latent), (REFERENCE_KEY, reference)):
         if tensor is None:
             continue
-        if shape is not None and tuple(tensor.shape) != tuple(shape):
-            raise JobError("bad_input", f"{name} has shape {tuple(tensor.shape)}, this model expects {tuple(shape)}")
+        if expected_shape is not None and tuple(tensor.shape) != tuple(expected_shape):
+            raise JobError("bad_input", f"{name} has shape {tuple(tensor.shape)}, this model expects {tuple(expected_shape)}")
         if not bool(np.isfinite(tensor.numpy()).all()):
             raise JobError("bad_input", f"{name} contains non-finite values")
-    return tuple(None if t is None else t[None] for t in (latent, reference, planes)) + (meta,)
+    return latent[None], None if reference is None else reference[None], meta
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def _timed(fn, device):
 def bench_kiln(out: dict, device, resolution: int) -> float:
     from backend.registry import Registry
     from models.text.pipeline import TextToAsset
-    from models.triplane.inference import latent_to_mesh, planes_to_mesh
+    from models.triplane.inference import latent_to_mesh
     from models.triplane.loading import load_autoencoder
 
     ae = load_autoencoder(device=device)
@@ -70,7 +70,7 @@ def bench_kiln(out: dict, device, resolution: int) -> float:
 
     rec = ImagesToAsset.load(ae, device=device)
     front = photo("front")
-    out["kiln_images_to_mesh_s"] = timeit(lambda: planes_to_mesh(ae, rec.reconstruct(front).planes, resolution),
+    out["kiln_images_to_mesh_s"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front)[0], resolution),
                                           repeat=3)["median_s"]
     out["kiln_images_settings"] = f"front image (512 px), feed-forward, {resolution}^3, warm"
     return warm["median_s"]

@@ -1,6 +1,6 @@
 """Warm images -> coloured mesh at 128^3: front only, front + back, with refinement; the split
-into image preparation, the transformer, the outline check, the detail network, decode + marching
-cubes; cold load; peak memory.
+into image preparation, the transformer, the outline check, decode + marching cubes; cold load;
+peak memory.
 A warm text -> mesh job runs in the same process as the reference.
 
     .venv/bin/python bench/images.py [--device auto] [--refine-steps 10]
@@ -22,7 +22,7 @@ from models.device import pick_device  # noqa: E402
 from models.images.pipeline import DEFAULT_REFINE_STEPS, ImagesToAsset  # noqa: E402
 from models.images.render import canonical_camera, random_lighting, sphere_trace  # noqa: E402
 from models.text.pipeline import TextToAsset  # noqa: E402
-from models.triplane.inference import latent_to_mesh, planes_to_mesh  # noqa: E402
+from models.triplane.inference import latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 from models.world.asset import Asset, sample_asset_spec  # noqa: E402
 
@@ -52,12 +52,10 @@ def main() -> int:
     latent = rec.feed_forward(f, b)
     out["outline_check_front_back"] = timeit(lambda: rec.outline_agreement(latent, {"front": f, "back": b}))
     out["decode_and_marching_cubes_128"] = timeit(lambda: latent_to_mesh(ae, latent, 128))
-    views = {"front": f, "back": b}
-    out["detail_network_front_back"] = timeit(lambda: rec.planes(latent, views)) if rec.detail else None
-    out["end_to_end_front_128"] = timeit(lambda: planes_to_mesh(ae, rec.reconstruct(front).planes, 128))
-    out["end_to_end_front_back_128"] = timeit(lambda: planes_to_mesh(ae, rec.reconstruct(front, back).planes, 128))
+    out["end_to_end_front_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front)[0], 128))
+    out["end_to_end_front_back_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front, back)[0], 128))
     out["end_to_end_refined_128"] = timeit(
-        lambda: planes_to_mesh(ae, rec.reconstruct(front, back, refine_steps=args.refine_steps).planes, 128), 3)
+        lambda: latent_to_mesh(ae, rec.reconstruct(front, back, refine_steps=args.refine_steps)[0], 128), 3)
     out["refine_steps"] = args.refine_steps
     gen = TextToAsset.load(device=device)
     out["reference_text_to_mesh_128"] = timeit(lambda: latent_to_mesh(ae, gen.generate_latent("a red chair")[0], 128))

@@ -312,42 +312,6 @@ def test_front_and_back_images(backend, images):
 
 
 @needs_weights
-def test_an_image_result_keeps_its_detailed_planes_through_edits(backend, images):
-    """The mesh comes from the detail network's planes, which the latent file keeps; an edit is
-    shown over them, so an edit at strength 0 gives back the image result's own mesh (over the
-    latent's own decoding it would not: the planes are finer than the latent) and the next
-    edit in the chain keeps them too."""
-    import torch
-
-    from backend.results import load_latent_file
-    from models.images.pipeline import DETAIL_WEIGHTS
-
-    if not os.path.exists(DETAIL_WEIGHTS):
-        pytest.skip("no detail network shipped")
-    proc, _ = backend
-    ev = _generate(proc, "detailed", front=images["front"], back=images["back"])
-    _, reference, planes, meta = load_latent_file(ev["latent"])
-    assert meta["detail"] is True and reference is None and planes.shape == (1, 3, 32, 64, 64)
-    edits = []
-    for k, (source, strength) in enumerate(((ev["latent"], 0.0), (None, 1.0))):
-        proc.send("edit", f"detailed-edit{k}", asset=source or edits[-1]["latent"], instruction="make it taller",
-                  strength=strength, resolution=64, preview=False)
-        edits.append(proc.wait_for(f"detailed-edit{k}", timeout=JOB_TIMEOUT))
-        assert edits[-1]["event"] == "result", edits[-1]
-        _, _, kept, edit_meta = load_latent_file(edits[-1]["latent"])
-        assert edit_meta["shown_over"] == "source_planes" and torch.equal(kept, planes)
-    same, taller = (read_kmesh(e["mesh_file"]) for e in edits)
-    original = read_kmesh(ev["mesh_file"])
-    assert same["n_faces"] == original["n_faces"]
-    assert np.allclose(same["vertices"], original["vertices"], atol=1e-5)
-
-    def height(arrays):
-        return np.ptp(np.asarray(arrays["vertices"]).reshape(-1, 3)[:, 2])
-
-    assert height(taller) > height(original) + 0.05
-
-
-@needs_weights
 def test_refinement_reports_its_figures(backend, images):
     proc, _ = backend
     seen = []

@@ -91,11 +91,8 @@ class CompositeField:
     `share_edited()` says how much of the cube took the edit's shape and colour."""
 
     def __init__(self, ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor,
-                 cfg: CompositeConfig = CompositeConfig(), surface=None, surface_colour_stays: bool = True):
+                 cfg: CompositeConfig = CompositeConfig(), surface=None):
         self.ae, self.cfg, self.surface = ae, cfg, surface
-        # a user's mesh keeps its own colour on a moved surface; a Kiln asset's full triplane
-        # (an image reconstruction's, `PlanesField`) is shown like its latent: the edit's colour
-        self.surface_colour_stays = surface is not None and surface_colour_stays
         with torch.inference_mode():
             self.planes = ae.decode(torch.cat([reference[:1].to(edited.device), edited[:1]]))
         self.shape_mask, self.colour_mask = change_masks(ae, self.planes, cfg)
@@ -109,7 +106,7 @@ class CompositeField:
             colour = _sample(self.colour_mask, p)
             # a moved surface carries the edit's colour, except over a user's mesh, whose own
             # colour the latents only approximate
-            weight = colour if self.surface_colour_stays else torch.maximum(weight, colour)
+            weight = colour if self.surface is not None else torch.maximum(weight, colour)
         if self.surface is not None:
             base = torch.as_tensor((self.surface.sdf, self.surface.rgb)[want](points), device=p.device)
         else:
@@ -152,8 +149,8 @@ def shown_field(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.
 
 def composite_mesh(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, resolution: int = 128,
                    progress=None, cancel=None, min_part: float = 0.0, cfg: CompositeConfig = CompositeConfig(),
-                   surface=None, surface_colour_stays: bool = True) -> tuple[Mesh, CompositeField]:
+                   surface=None) -> tuple[Mesh, CompositeField]:
     """The coloured mesh of an edit composited over its reference, or over `surface` (the
     backend's edit output)."""
-    field = CompositeField(ae, reference, edited, cfg, surface, surface_colour_stays)
+    field = CompositeField(ae, reference, edited, cfg, surface)
     return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part), field

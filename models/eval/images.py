@@ -9,10 +9,9 @@ predicts in (`images.frame`: on the ground, centred, largest side fixed, as a cr
 tells it; checkpoints before 1.2 predict the asset as it sits in the cube): occupancy IoU
 (uniform points in the cube), F-score of the 64^3 mesh's surface at 0.02 and 0.05, colour L1
 at the true surface.
-Rows: the autoencoder's own reconstruction of the asset (the ceiling of the latent alone),
-front only, front + back, and front + a wrong back (the front mirrored; another asset's back),
-each meshed as the product meshes it (the detail network's sharpened triplane when its weights
-are there), and front / front + back from the latent's own decoding (`*_latent`). Refinement (GTR-style) on the first --refine-assets, from level
+Rows: the autoencoder's own reconstruction of the asset (the ceiling of any image model in
+this latent space), front only, front + back, and front + a wrong back (the front mirrored;
+another asset's back). Refinement (GTR-style) on the first --refine-assets, from level
 orthographic Front and Back renders (the views it assumes): the same figures before and after,
 its render figures and its time.
 """
@@ -33,21 +32,18 @@ from ..images.frame import from_image_frame, image_frame, to_image_frame
 from ..images.render import VIEWS, canonical_camera, random_background, random_lighting, sphere_trace
 from ..mesh import MeshExtractionError
 from ..metrics import volume_iou
-from ..images.pipeline import DEFAULT_REFINE_STEPS, DEFAULT_WEIGHTS, DETAIL_WEIGHTS, ImagesToAsset
-from ..triplane.inference import PlanesField, encode_cloud, planes_to_mesh
+from ..images.pipeline import DEFAULT_REFINE_STEPS, DEFAULT_WEIGHTS, ImagesToAsset
+from ..triplane.inference import LatentField, encode_cloud, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
 from .autoencoder import reconstruction_metrics, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = ("autoencoder", "front", "front_back", "front_mirrored_back", "front_other_back")
-LATENT_ROWS = ("front_latent", "front_back_latent")   # without the detail network: the latent's own decoding
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS)
-    p.add_argument("--detail-weights", default=DETAIL_WEIGHTS,
-                   help="the detail network's weights ('' or a missing file: the latent's own decoding)")
     p.add_argument("--assets", type=int, default=65, help="held-out assets (5 per category)")
     p.add_argument("--refine-assets", type=int, default=13)
     p.add_argument("--refine-steps", type=int, default=DEFAULT_REFINE_STEPS)
@@ -82,11 +78,10 @@ def canonical_render(index: int, view: str) -> np.ndarray:
     return sphere_trace(asset.query, cam, RENDER_RES, random_lighting(rng, cam), random_background(rng))[0]
 
 
-def metrics(ae, planes: torch.Tensor, gt: dict, resolution: int) -> dict:
-    """Figures of a result's full triplane (a latent's decoding, or the detail network's)."""
-    field = PlanesField(ae, planes)
+def metrics(ae, latent: torch.Tensor, gt: dict, resolution: int) -> dict:
+    field = LatentField(ae, latent)
     try:
-        mesh = planes_to_mesh(ae, planes, resolution)
+        mesh = latent_to_mesh(ae, latent, resolution)
     except MeshExtractionError:  # nothing (or everything) decoded: no surface to compare
         return {"iou": volume_iou(field.sdf(gt["uni"]), gt["uni_sdf"]), "f_0.02": 0.0, "f_0.05": 0.0,
                 "colour_l1": float(np.abs(field.rgb(gt["surf"]) - gt["surf_rgb"]).mean())}
@@ -98,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     torch.manual_seed(0)
     ae = load_autoencoder(device=device)
-    rec = ImagesToAsset.load(ae, args.weights, device, detail_path=args.detail_weights or None)
+    rec = ImagesToAsset.load(ae, args.weights, device)
     t0 = time.time()
     views = [torch.from_numpy(render_asset("test", i, 1)[:, 0].astype(np.float32)).to(device)
              for i in range(args.assets + 1)]                     # (2, 4, S, S) per asset
-    rows: dict[str, list[dict]] = {k: [] for k in ROWS + (LATENT_ROWS if rec.detail else ())}
+    rows: dict[str, list[dict]] = {k: [] for k in ROWS}
     per_cat: dict[str, list[float]] = {}
     refine_rows: dict[str, list[dict]] = {"before": [], "after": []}
     render_figures, refine_seconds, ff_seconds = [], [], []
@@ -112,18 +107,11 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         dual = rec.feed_forward(front, back)
         ff_seconds.append(time.perf_counter() - t)
-        inputs = {"front": {"front": front}, "front_back": {"front": front, "back": back},
-                  "front_mirrored_back": {"front": front, "back": torch.flip(front, [-1])},
-                  "front_other_back": {"front": front, "back": views[i + 1][1:2]}}
-        with torch.inference_mode():
-            planes = {"autoencoder": ae.decode(encode_cloud(ae, gt["cloud"]))}
-            for name, given in inputs.items():
-                z = dual if name == "front_back" else rec.feed_forward(given["front"], given.get("back"))
-                planes[name] = rec.planes(z, given)
-                if f"{name}_latent" in rows:
-                    planes[f"{name}_latent"] = ae.decode(z)
-        for name, p in planes.items():
-            rows[name].append(metrics(ae, p, gt, args.resolution))
+        latents = {"autoencoder": encode_cloud(ae, gt["cloud"]), "front": rec.feed_forward(front),
+                   "front_back": dual, "front_mirrored_back": rec.feed_forward(front, torch.flip(front, [-1])),
+                   "front_other_back": rec.feed_forward(front, views[i + 1][1:2])}
+        for name, z in latents.items():
+            rows[name].append(metrics(ae, z, gt, args.resolution))
         per_cat.setdefault(gt["category"], []).append(rows["front_back"][-1]["iou"])
         if i < args.refine_assets:
             # refinement assumes level orthographic views (Blender's Front/Back): give it those
@@ -132,15 +120,14 @@ def run(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             refined, figures = rec.refine(start, ortho, args.refine_steps)
             refine_seconds.append(time.perf_counter() - t)
-            refine_rows["before"].append(metrics(ae, rec.planes(start, ortho), gt, args.resolution))
-            refine_rows["after"].append(metrics(ae, rec.planes(refined, ortho), gt, args.resolution))
+            refine_rows["before"].append(metrics(ae, start, gt, args.resolution))
+            refine_rows["after"].append(metrics(ae, refined, gt, args.resolution))
             render_figures.append(figures)
         print(f"[{i + 1}/{args.assets}] {gt['category']:9s} IoU front {rows['front'][-1]['iou']:.3f}  "
               f"front+back {rows['front_back'][-1]['iou']:.3f}  autoencoder {rows['autoencoder'][-1]['iou']:.3f}",
               flush=True)
 
     summary = {"model": "images", "weights": os.path.relpath(args.weights, REPO), "frame": rec.frame,
-               "detail_weights": os.path.relpath(args.detail_weights, REPO) if rec.detail else None,
                "held_out_assets": args.assets,
                "resolution": args.resolution,
                "rows": {k: {m: round(v, 4) for m, v in summarise(r).items()} for k, r in rows.items()},

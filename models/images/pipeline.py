@@ -1,15 +1,12 @@
 """Front (+ optional back) image -> latent -> coloured mesh, the inference API the backend calls.
 
     rec = ImagesToAsset.load(autoencoder, device=device)
-    result = rec.reconstruct(front_rgba, back_rgba, refine_steps=0)
-    mesh = planes_to_mesh(autoencoder, result.planes)    # result.latent: what edits start from
+    latent, info = rec.reconstruct(front_rgba, back_rgba, refine_steps=0)
 
 Feed-forward reconstruction takes one pass of the transformer. With refine_steps > 0 the
 latent is then optimised GTR-style so that differentiable renders of the decoded field match
 the input image(s) in silhouette and colour, with a pull back toward the feed-forward latent
-(the images say nothing about the sides, which must not drift). Finally the detail network
-(`images.detail`) sharpens the latent's decoded triplane with the images: the mesh comes from
-those planes, finer than the shared latent can hold.
+(the images say nothing about the sides, which must not drift).
 """
 from __future__ import annotations
 
@@ -25,13 +22,11 @@ import torch.nn.functional as F
 from ..checkpoint import WEIGHTS_DIR, load_network
 from ..geometry import grid_points
 from ..mesh import Cancelled
-from .detail import DetailConfig, PlaneDetailNet
 from .model import ReconstructorConfig, TriplaneReconstructor
 from .preprocess import NoObjectError, crop_window, prepare_image
 from .render import Camera, canonical_camera, render_field
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "images.safetensors")
-DETAIL_WEIGHTS = os.path.join(WEIGHTS_DIR, "images_detail.safetensors")
 REFINE_RES = 32          # refinement renders at half the model's input resolution
 REFINE_SAMPLES = 32      # points per ray through the cube
 DEFAULT_REFINE_STEPS = 10
@@ -57,46 +52,20 @@ class ImageModel:
     meta: dict
 
     @classmethod
-    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> ImageModel:
+    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "ImageModel":
         net, state, meta = load_network(path, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net",
                                         device, "python -m models.train images")
         return cls(net, state["latent_mean"], state["latent_std"], meta)
 
 
-@dataclass
-class Reconstruction:
-    latent: torch.Tensor    # (1, 3, C, R, R): the shared latent, what edits start from
-    planes: torch.Tensor    # (1, 3, C', R', R'): the full triplane the mesh is extracted from
-    info: dict              # views, timings, refinement figures, outline agreement
-
-
-@dataclass
-class DetailModel:
-    net: PlaneDetailNet
-    meta: dict
-
-    @classmethod
-    def load(cls, path: str = DETAIL_WEIGHTS, device="cpu") -> DetailModel:
-        net, _, meta = load_network(path, lambda c: PlaneDetailNet(DetailConfig(**c)), "net", device,
-                                    "python -m models.train images --detail-only")
-        return cls(net, meta)
-
-
 class ImagesToAsset:
-    """The images pipeline: reconstructor (latent) and, when its weights are there, the detail
-    network that sharpens the latent's decoded planes with the images (`images.detail`)."""
-
-    def __init__(self, model: ImageModel, autoencoder, detail: DetailModel | None = None):
+    def __init__(self, model: ImageModel, autoencoder):
         self.model = model
         self.ae = autoencoder
-        self.detail = detail
 
     @classmethod
-    def load(cls, autoencoder, path: str = DEFAULT_WEIGHTS, device="cpu",
-             detail_path: str | None = DETAIL_WEIGHTS) -> ImagesToAsset:
-        """detail_path None (or a missing file): the latent's own decoding, no detail network."""
-        detail = DetailModel.load(detail_path, device) if detail_path and os.path.exists(detail_path) else None
-        return cls(ImageModel.load(path, device), autoencoder, detail)
+    def load(cls, autoencoder, path: str = DEFAULT_WEIGHTS, device="cpu") -> "ImagesToAsset":
+        return cls(ImageModel.load(path, device), autoencoder)
 
     @property
     def device(self) -> torch.device:
@@ -119,15 +88,6 @@ class ImagesToAsset:
         z = self.model.net(front, back) if back is not None else self.model.net(front)
         return z * self.model.latent_std + self.model.latent_mean
 
-    @torch.inference_mode()
-    def planes(self, latent: torch.Tensor, views: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The full triplane (1, 3, C', R', R') the result is meshed from: the latent's decoding,
-        sharpened with the prepared views by the detail network when there is one."""
-        planes = self.ae.decode(latent)
-        if self.detail is None:
-            return planes
-        return self.detail.net(planes, views["front"], views.get("back"))
-
     def prepare_views(self, front: np.ndarray, back: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Images (H, W, 3|4) float in [0, 1] -> {"front": (1, 4, S, S)[, "back": ...]}."""
         views = {"front": self.prepare(front)}
@@ -137,14 +97,14 @@ class ImagesToAsset:
 
     def reconstruct(self, front: np.ndarray, back: np.ndarray | None = None, refine_steps: int = 0,
                     progress: Callable[[float, str], None] | None = None,
-                    cancel: Callable[[], bool] | None = None) -> Reconstruction:
-        """Images (H, W, 3|4) float in [0, 1] -> `Reconstruction` (latent, planes, info)."""
+                    cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict]:
+        """Images (H, W, 3|4) float in [0, 1] -> latent and an info dict (timings, refinement figures)."""
         return self.reconstruct_views(self.prepare_views(front, back), refine_steps, progress, cancel)
 
     def reconstruct_views(self, views: dict[str, torch.Tensor], refine_steps: int = 0,
                           progress: Callable[[float, str], None] | None = None,
-                          cancel: Callable[[], bool] | None = None) -> Reconstruction:
-        """Prepared views (`prepare_views`) -> `Reconstruction`."""
+                          cancel: Callable[[], bool] | None = None) -> tuple[torch.Tensor, dict]:
+        """Prepared views (`prepare_views`) -> latent and an info dict."""
         t = time.perf_counter()
         latent = self.feed_forward(views["front"], views.get("back"))
         info = {"views": list(views), "feed_forward_s": round(time.perf_counter() - t, 4)}
@@ -155,25 +115,19 @@ class ImagesToAsset:
             latent, figures = self.refine(latent, views, refine_steps, progress, cancel)
             info["refine"] = {**figures, "steps": refine_steps, "seconds": round(time.perf_counter() - t, 3)}
         t = time.perf_counter()
-        planes = self.planes(latent, views)
-        info["detail"] = self.detail is not None
-        info["detail_s"] = round(time.perf_counter() - t, 4)
-        t = time.perf_counter()
-        info["outline_iou"] = self.outline_agreement(latent, views, planes)
+        info["outline_iou"] = self.outline_agreement(latent, views)
         info["outline_s"] = round(time.perf_counter() - t, 4)
-        return Reconstruction(latent, planes, info)
+        return latent, info
 
     @torch.inference_mode()
-    def outline_agreement(self, latent: torch.Tensor, views: dict, planes: torch.Tensor | None = None
-                          ) -> dict[str, float]:
+    def outline_agreement(self, latent: torch.Tensor, views: dict) -> dict[str, float]:
         """Per view, the silhouette IoU of the decoded result seen from that side against the
         prepared input's: how well the asset matches what the image shows, whatever went wrong
         (an object unlike any the model knows, a back of another object). The result's outline
         is its occupancy on a coarse grid projected along Y (orthographic: the back's is the
-        front's mirrored), framed by the same preparation as the input. `planes`: what the result
-        is meshed from, when not the latent's own decoding."""
+        front's mirrored), framed by the same preparation as the input."""
         res = OUTLINE_GRID
-        planes = self.ae.decode(latent) if planes is None else planes
+        planes = self.ae.decode(latent)
         points = torch.as_tensor(grid_points(res), device=planes.device)
         # within half a cell of the surface: a part thinner than a cell has no grid point inside it
         near = 0.5 * 2.0 / (res - 1)

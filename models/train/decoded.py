@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..triplane.autoencoder import decoded_field_loss, planes_field_loss
+from ..triplane.autoencoder import decoded_field_loss
 
 
 class DecodedField:
@@ -20,19 +20,12 @@ class DecodedField:
         self.query, self.sdf, self.rgb = data["query"], data["sdf"], data["rgb"]
         self.mean, self.std, self.points = mean, std, points
 
-    def samples(self, assets: np.ndarray, rng: np.random.Generator, device) -> tuple[torch.Tensor, ...]:
-        """(points, sdf, rgb) at random query points of each asset: (B, M, 3), (B, M), (B, M, 3)."""
+    def loss(self, latent_n: torch.Tensor, assets: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         pick = rng.integers(0, self.query.shape[1], (len(assets), self.points))
+        dev = latent_n.device
 
         def take(a):
-            return torch.from_numpy(a[assets[:, None], pick].astype(np.float32)).to(device)
+            return torch.from_numpy(a[assets[:, None], pick].astype(np.float32)).to(dev)
 
-        return take(self.query), take(self.sdf), take(self.rgb)
-
-    def loss(self, latent_n: torch.Tensor, assets: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        return decoded_field_loss(self.ae, latent_n * self.std + self.mean,
-                                  *self.samples(assets, rng, latent_n.device))
-
-    def planes_loss(self, planes: torch.Tensor, assets: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """The same loss on full triplanes (the images detail network's output)."""
-        return planes_field_loss(self.ae, planes, *self.samples(assets, rng, planes.device))
+        return decoded_field_loss(self.ae, latent_n * self.std + self.mean, take(self.query), take(self.sdf),
+                                  take(self.rgb))

@@ -22,7 +22,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_model
@@ -30,12 +29,10 @@ from ..data import load_or_build
 from ..images.data import load_or_render
 from ..images.frame import records_in_image_frame
 from ..images.model import ReconstructorConfig, TriplaneReconstructor
-from ..images.detail import DetailConfig, PlaneDetailNet
-from ..images.pipeline import DEFAULT_WEIGHTS, DETAIL_WEIGHTS, ImageModel
+from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.loading import load_autoencoder
 from .decoded import DecodedField
-from .flow_loop import (add_runtime_arguments, optimise, planned_run, train, training_device, two_stage_run,
-                        weights_bundle)
+from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,13 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
     p.add_argument("--decoded-lr", type=float, default=2e-4)
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
-    p.add_argument("--detail-steps", type=int, default=3000,
-                   help="third stage: steps training the detail network on the frozen reconstructor (0: none)")
-    p.add_argument("--detail-lr", type=float, default=1e-3)
-    p.add_argument("--detail-batch", type=int, default=8)
-    p.add_argument("--detail-only", action="store_true",
-                   help="train the detail network alone, on the reconstructor already at --out")
-    p.add_argument("--detail-out", default=DETAIL_WEIGHTS)
     p.add_argument("--frame", choices=("image", "asset"), default="image",
                    help="targets in the image frame (size and place a cropped image can tell; "
                         "models/images/frame.py) or as the assets sit in the cube (checkpoints before 1.2)")
@@ -87,35 +77,22 @@ def run(args: argparse.Namespace) -> int:
     data = load_or_build("train", args.assets, args.cache, args.workers)
     if args.frame == "image":
         data = records_in_image_frame(data)
-    images = torch.from_numpy(images).to(device)
-    field = DecodedField(ae, data, None, None, args.decoded_points)
-    if not args.detail_only:
-        reconstructor_stages(args, device, ae, data, images, field, t0)
-    if args.detail_steps:
-        detail_stage(args, device, ae, images, field)
-    return 0
-
-
-def view_batch(images: torch.Tensor, args, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, ...]:
-    """n random (asset, front render, back render, back given?) of the training renders."""
-    idx = torch.from_numpy(rng.integers(0, args.assets, n))
-    vf = torch.from_numpy(rng.integers(0, args.variants, n))
-    vb = torch.from_numpy(rng.integers(0, args.variants, n))
-    has_back = torch.from_numpy(rng.random(n) < args.back_rate).to(images.device)
-    return idx, images[idx, 0, vf].float(), images[idx, 1, vb].float(), has_back
-
-
-def reconstructor_stages(args, device, ae, data, images, field, t0) -> None:
-    """Stages 1 and 2: the reconstructor (latent MSE, then with the decoded-field loss)."""
     target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, data=data)
-    field.mean, field.std = mean, std
+    images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
+
     cfg = ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
+    field = DecodedField(ae, data, mean, std, args.decoded_points)
 
     def make_step_with(decoded_weight):
         def make_step(net, opt, sched, rng, _gen):
             def step():
-                idx, front, back, has_back = view_batch(images, args, rng, args.batch)
+                idx = torch.from_numpy(rng.integers(0, args.assets, args.batch))
+                vf = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+                vb = torch.from_numpy(rng.integers(0, args.variants, args.batch))
+                front = images[idx, 0, vf].float()
+                back = images[idx, 1, vb].float()
+                has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate).to(device)
                 pred = net(front, back, has_back)
                 loss = ((pred - target[idx]) ** 2).mean()
                 if decoded_weight > 0:
@@ -145,39 +122,4 @@ def reconstructor_stages(args, device, ae, data, images, field, t0) -> None:
     two_stage_run(args, device, lambda: TriplaneReconstructor(cfg).to(device), load_weights,
                   lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
                   args.decoded_steps, args.decoded_lr, warmup=(200, 100), save_every=(500, 250))
-
-
-def detail_stage(args, device, ae, images, field) -> None:
-    """Stage 3: the detail network (`images.detail`) on the frozen reconstructor at args.out,
-    trained with the decoded-field loss on its sharpened full triplanes."""
-    rec = ImageModel.load(args.out, device)
-    rec.net.requires_grad_(False)
-    cfg = DetailConfig(plane_channels=ae.cfg.plane_channels, plane_res=ae.cfg.plane_res)
-
-    def make_step(net, opt, sched, rng, _gen):
-        def step():
-            idx, front, back, has_back = view_batch(images, args, rng, args.detail_batch)
-            with torch.no_grad():
-                planes = ae.decode(rec.net(front, back, has_back) * rec.latent_std + rec.latent_mean)
-            loss = field.planes_loss(net(planes, front, back, has_back), idx.numpy(), rng)
-            optimise(net, opt, sched, loss)
-            return loss
-        return step
-
-    budget = {"time_budget": args.time_budget, "deadline": args.deadline} if args.detail_only else \
-        {"time_budget": 0.0, "deadline": 0.0}
-    stage = argparse.Namespace(**{**vars(args), **budget, "steps": args.detail_steps,
-                                  "schedule_steps": args.detail_steps, "lr": args.detail_lr, "seed": args.seed + 2,
-                                  "out": args.detail_out, "run_dir": os.path.join(args.run_dir, "detail")})
-    net = PlaneDetailNet(cfg).to(device)
-    sched, train_step = planned_run(stage, device, net, make_step, warmup=100)
-
-    def save(ema, step, elapsed):
-        save_model(weights_bundle(ema, "net"), stage.out, cfg.to_dict(), half=True, seed=args.seed, steps=step,
-                   schedule_steps=stage.schedule_steps, batch=args.detail_batch, lr=args.detail_lr,
-                   assets=args.assets, variants=args.variants, back_rate=args.back_rate,
-                   decoded_points=args.decoded_points, reconstructor=os.path.basename(args.out),
-                   reconstructor_steps=rec.meta.get("steps"), reconstructor_decoded_steps=rec.meta.get("decoded_steps"),
-                   train_seconds=round(elapsed), device=device.type)
-
-    train(stage, net, sched, train_step, 250, save)
+    return 0

@@ -121,12 +121,6 @@ def decoded_field_loss(ae: TriplaneAutoencoder, latent: torch.Tensor, points: to
     """Latents (B, 3, C, R, R) through the (frozen) decoder and field at points (B, M, 3), scored
     with the autoencoder's own reconstruction loss (truncated SDF L1 + near-surface colour MSE):
     the loss the images and edit trainings add on their predicted latents."""
-    return planes_field_loss(ae, ae.decode(latent), points, sdf_gt, rgb_gt)
-
-
-def planes_field_loss(ae: TriplaneAutoencoder, planes: torch.Tensor, points: torch.Tensor, sdf_gt: torch.Tensor,
-                      rgb_gt: torch.Tensor) -> torch.Tensor:
-    """`decoded_field_loss` for full triplanes (B, 3, C', R', R') already decoded (or sharpened)."""
-    sdf, rgb = ae.query(planes, points)
+    sdf, rgb = ae.query(ae.decode(latent), points)
     sdf_loss, rgb_mse, _ = field_losses(sdf, rgb, sdf_gt, rgb_gt, ae.cfg.sdf_clamp)
     return sdf_loss + rgb_mse

@@ -65,13 +65,13 @@ def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndar
     return z.detach()
 
 
-class PlanesField:
-    """Full triplanes (1, 3, C', R', R') read by the autoencoder's field MLP, as numpy callables
-    for mesh extraction (queried in chunks)."""
+class LatentField:
+    """A decoded latent as numpy callables for mesh extraction (decode once, query in chunks)."""
 
-    def __init__(self, model: TriplaneAutoencoder, planes: torch.Tensor):
+    def __init__(self, model: TriplaneAutoencoder, latent: torch.Tensor):
         self.model = model
-        self.planes = planes[:1]
+        with torch.inference_mode():
+            self.planes = model.decode(latent[:1])
 
     @torch.inference_mode()
     def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,25 +86,9 @@ class PlanesField:
         return self.query(points)[1]
 
 
-class LatentField(PlanesField):
-    """A decoded latent as numpy callables for mesh extraction (decode once, query in chunks)."""
-
-    def __init__(self, model: TriplaneAutoencoder, latent: torch.Tensor):
-        with torch.inference_mode():
-            super().__init__(model, model.decode(latent[:1]))
-
-
 def latent_to_mesh(model: TriplaneAutoencoder, latent: torch.Tensor, resolution: int = 128,
                    progress: Progress = None, cancel: Cancel = None, min_part: float = 0.0) -> Mesh:
-    with torch.inference_mode():
-        planes = model.decode(latent[:1])
-    return planes_to_mesh(model, planes, resolution, progress=progress, cancel=cancel, min_part=min_part)
-
-
-def planes_to_mesh(model: TriplaneAutoencoder, planes: torch.Tensor, resolution: int = 128,
-                   progress: Progress = None, cancel: Cancel = None, min_part: float = 0.0) -> Mesh:
-    """`latent_to_mesh` for full triplanes (the images model's sharpened planes)."""
-    field = PlanesField(model, planes)
+    field = LatentField(model, latent)
     return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part)
 
 

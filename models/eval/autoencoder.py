@@ -18,13 +18,14 @@ import time
 
 import numpy as np
 
+from ..data import surface_points
 from ..device import pick_device
 from ..geometry import sample_triangles
-from ..metrics import chamfer, fscore, surface_distances, volume_iou
+from ..mesh import extract_mesh
 from ..meshio import colored_cloud, from_trimesh, load_mesh, normalise, sdf_samples
-from ..triplane.inference import LatentField, encode_cloud, fit_latent, latent_to_mesh
+from ..metrics import chamfer, fscore, surface_distances, volume_iou
+from ..triplane.inference import LatentField, encode_cloud, fit_latent, fit_planes
 from ..triplane.loading import DEFAULT_WEIGHTS, load_autoencoder
-from ..data import surface_points
 from ..world.asset import Asset, sample_asset_spec
 from ..world.palette import nearest_colour
 
@@ -37,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS)
     p.add_argument("--assets", type=int, default=52, help="held-out procedural assets (4 per category)")
     p.add_argument("--fit-steps", type=int, default=60)
+    p.add_argument("--planes-fit-steps", type=int, default=0,
+                   help="also fit the full 64² planes themselves (from the fitted latent's) this many steps: "
+                        "what the frozen field MLP can show past the latent (the card's run: 200)")
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-external", action="store_true", help="skip the non-procedural meshes")
@@ -54,17 +58,21 @@ def reconstruction_metrics(field: LatentField, mesh, uni_pts, uni_sdf, surf_pts,
             "colour_l1": float(np.abs(rgb - surf_rgb).mean()), "colour_acc": float(np.mean(same))}
 
 
-def evaluate_case(model, cloud, uni_pts, uni_sdf, surf_pts, surf_rgb, fit_samples, fit_steps, resolution) -> dict:
+def evaluate_case(model, cloud, uni_pts, uni_sdf, surf_pts, surf_rgb, fit_samples, fit_steps, resolution,
+                  planes_fit_steps: int = 0) -> dict:
     out = {}
     t = time.perf_counter()
     latent = encode_cloud(model, cloud)
-    variants = [("encode", latent)]
+    fields = {"encode": LatentField(model, latent)}
     if fit_steps > 0:
-        variants.append(("fit", fit_latent(model, latent, *fit_samples, steps=fit_steps)))
+        latent = fit_latent(model, latent, *fit_samples, steps=fit_steps)
+        fields["fit"] = LatentField(model, latent)
     out["fit_seconds"] = time.perf_counter() - t
-    for name, z in variants:
-        field = LatentField(model, z)
-        mesh = latent_to_mesh(model, z, resolution)
+    if planes_fit_steps > 0:   # the field MLP's own ceiling: full planes fitted past the latent
+        start = fields["fit" if fit_steps > 0 else "encode"].planes
+        fields["planes"] = LatentField(model, planes=fit_planes(model, start, *fit_samples, steps=planes_fit_steps))
+    for name, field in fields.items():
+        mesh = extract_mesh(field.sdf, field.rgb, resolution)
         for k, v in reconstruction_metrics(field, mesh, uni_pts, uni_sdf, surf_pts, surf_rgb).items():
             out[f"{name}_{k}"] = v
     return out
@@ -128,16 +136,18 @@ def run(args: argparse.Namespace) -> int:
     per_cat: dict[str, list[dict]] = {}
     rows = []
     for cat, case in procedural_cases(args.assets):
-        r = evaluate_case(model, *case, args.fit_steps, args.resolution)
+        r = evaluate_case(model, *case, args.fit_steps, args.resolution, args.planes_fit_steps)
         rows.append(r)
         per_cat.setdefault(cat, []).append(r)
-    print(f"{'category':10s} {'IoU enc':>8s} {'IoU fit':>8s} {'F@.02 enc':>9s} {'F@.02 fit':>9s} {'colour acc':>10s}")
+    print(f"{'category':10s} {'IoU enc':>8s} {'IoU fit':>8s} {'IoU planes':>10s} {'F@.02 enc':>9s} {'F@.02 fit':>9s} "
+          f"{'colour acc':>10s}")
     for cat, rs in per_cat.items():
         s = summarise(rs)
-        print(f"{cat:10s} {s['encode_iou']:8.3f} {s.get('fit_iou', float('nan')):8.3f} {s['encode_f_0.02']:9.3f} "
+        print(f"{cat:10s} {s['encode_iou']:8.3f} {s.get('fit_iou', float('nan')):8.3f} "
+              f"{s.get('planes_iou', float('nan')):10.3f} {s['encode_f_0.02']:9.3f} "
               f"{s.get('fit_f_0.02', float('nan')):9.3f} {s['encode_colour_acc']:10.3f}")
     summary = {"model": "autoencoder", "weights": os.path.relpath(args.weights, REPO), "held_out_assets": len(rows),
-               "resolution": args.resolution, "fit_steps": args.fit_steps,
+               "resolution": args.resolution, "fit_steps": args.fit_steps, "planes_fit_steps": args.planes_fit_steps,
                "procedural": {k: round(v, 4) for k, v in summarise(rows).items()}}
     if not args.no_external:
         ext = {}

@@ -51,6 +51,7 @@ class LatentDecoder(nn.Module):
         h = cfg.hidden_channels
         self.stem = nn.Conv2d(cfg.latent_channels, h, 3, padding=1)
         self.block1 = PlaneBlock(h)
+        self.plane_res = cfg.plane_res
         n_up = (cfg.plane_res // cfg.latent_res).bit_length() - 1
         self.ups = nn.ModuleList(nn.Conv2d(h, h, 3, padding=1) for _ in range(n_up))
         self.block2 = PlaneBlock(h)
@@ -58,10 +59,10 @@ class LatentDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         x = self.block1(per_plane(self.stem, latent))
-        for i, up in enumerate(self.ups):
-            x = per_plane(lambda t: up(F.interpolate(t, scale_factor=2.0, mode="nearest")), x)
-            if i == 0:
+        for up in self.ups:
+            if 2 * x.shape[-1] == self.plane_res:  # the second block runs at half the planes' resolution
                 x = self.block2(x)
+            x = per_plane(lambda t: up(F.interpolate(t, scale_factor=2.0, mode="nearest")), x)
         return per_plane(self.head, x)
 
 

@@ -34,12 +34,27 @@ def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndar
                rgb: np.ndarray, steps: int = 60, lr: float = 0.03, batch: int = 8192, seed: int = 0,
                progress: Progress = None, cancel: Cancel = None) -> torch.Tensor:
     """A few Adam steps on the latent only (GTR-style per-instance refinement against SDF samples)."""
+    return _fit(model, latent, model.decode, points, sdf, rgb, steps, lr, batch, seed, progress, cancel, "latent")
+
+
+def fit_planes(model: TriplaneAutoencoder, planes: torch.Tensor, points: np.ndarray, sdf: np.ndarray,
+               rgb: np.ndarray, steps: int = 200, lr: float = 0.01, batch: int = 8192, seed: int = 0) -> torch.Tensor:
+    """Adam steps on the full triplane (1, 3, C', R', R') itself, read by the frozen field MLP: what
+    the field could show if anything predicted the planes directly, past the latent's bottleneck
+    (a measurement for the evaluation, not a product path)."""
+    return _fit(model, planes, lambda p: p, points, sdf, rgb, steps, lr, batch, seed, None, None, "planes")
+
+
+def _fit(model, start: torch.Tensor, to_planes, points, sdf, rgb, steps, lr, batch, seed, progress, cancel,
+         what: str) -> torch.Tensor:
+    """Adam on `start` so that the field of to_planes(start) matches SDF (truncated L1) and, near the
+    surface, colour samples."""
     dev = _device(model)
     gen = torch.Generator().manual_seed(seed)
     pts = torch.as_tensor(points, device=dev)
     gt_sdf = torch.as_tensor(sdf, device=dev)
     gt_rgb = torch.as_tensor(rgb, device=dev)
-    z = latent.detach().clone().requires_grad_(True)
+    z = start.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     c = model.cfg.sdf_clamp
     for p in model.parameters():
@@ -50,7 +65,7 @@ def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndar
                 raise Cancelled()
             idx = torch.randint(0, len(pts), (batch,), generator=gen).to(dev)
             with torch.enable_grad():
-                pred_sdf, pred_rgb = model.query(model.decode(z), pts[idx][None])
+                pred_sdf, pred_rgb = model.query(to_planes(z), pts[idx][None])
                 near = (gt_sdf[idx].abs() < 0.03).float()
                 loss = F.l1_loss(pred_sdf[0].clamp(-c, c), gt_sdf[idx].clamp(-c, c)) + 0.25 * (
                     ((pred_rgb[0] - gt_rgb[idx]).abs().mean(-1) * near).sum() / near.sum().clamp(min=1))
@@ -58,7 +73,7 @@ def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndar
                 loss.backward()
             opt.step()
             if progress:
-                progress((step + 1) / steps, f"fitting latent {step + 1}/{steps}")
+                progress((step + 1) / steps, f"fitting {what} {step + 1}/{steps}")
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -68,10 +83,12 @@ def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndar
 class LatentField:
     """A decoded latent as numpy callables for mesh extraction (decode once, query in chunks)."""
 
-    def __init__(self, model: TriplaneAutoencoder, latent: torch.Tensor):
+    def __init__(self, model: TriplaneAutoencoder, latent: torch.Tensor | None = None,
+                 planes: torch.Tensor | None = None):
+        """From a latent (decoded here) or, for measurements, from full triplanes (`fit_planes`)."""
         self.model = model
         with torch.inference_mode():
-            self.planes = model.decode(latent[:1])
+            self.planes = model.decode(latent[:1]) if planes is None else planes[:1]
 
     @torch.inference_mode()
     def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

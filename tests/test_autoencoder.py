@@ -59,13 +59,18 @@ def test_encoding_is_deterministic(autoencoder):
     assert torch.equal(encode_cloud(autoencoder, cloud), encode_cloud(autoencoder, cloud))
 
 
-def test_fitting_improves_the_round_trip(autoencoder):
-    asset, cloud, surf, uni = _case(HELD_OUT[1])
+def _fit_case(index: int):
+    """A held-out asset's cloud, fitting samples (points near the surface and in the cube, their
+    SDF and colour), uniform points and their exact SDF."""
+    asset, cloud, surf, uni = _case(index)
     rng = np.random.default_rng(0)
     near = surf[rng.integers(0, len(surf), 8000)] + rng.normal(size=(8000, 3)).astype(np.float32) * 0.02
     pts = np.concatenate([near, rng.uniform(-1, 1, (4000, 3)).astype(np.float32)])
-    sdf, rgb = asset.query(pts)
-    gt = asset.query(uni, with_colour=False)[0]
+    return cloud, (pts, *asset.query(pts)), uni, asset.query(uni, with_colour=False)[0]
+
+
+def test_fitting_improves_the_round_trip(autoencoder):
+    cloud, (pts, sdf, rgb), uni, gt = _fit_case(HELD_OUT[1])
     latent = encode_cloud(autoencoder, cloud)
     before = volume_iou(LatentField(autoencoder, latent).sdf(uni), gt)
     fitted = fit_latent(autoencoder, latent, pts, sdf, rgb, steps=30)
@@ -76,12 +81,7 @@ def test_fitting_improves_the_round_trip(autoencoder):
 def test_fitting_the_planes_themselves_goes_past_the_latent(autoencoder):
     """`fit_planes` (the evaluation's measure of what the field MLP can show): full planes fitted
     from the fitted latent's decoding beat it clearly on a thin-legged held-out asset."""
-    asset, cloud, surf, uni = _case(HELD_OUT[1])
-    rng = np.random.default_rng(0)
-    near = surf[rng.integers(0, len(surf), 8000)] + rng.normal(size=(8000, 3)).astype(np.float32) * 0.02
-    pts = np.concatenate([near, rng.uniform(-1, 1, (4000, 3)).astype(np.float32)])
-    sdf, rgb = asset.query(pts)
-    gt = asset.query(uni, with_colour=False)[0]
+    cloud, (pts, sdf, rgb), uni, gt = _fit_case(HELD_OUT[1])
     latent_field = LatentField(autoencoder, fit_latent(autoencoder, encode_cloud(autoencoder, cloud), pts, sdf, rgb,
                                                        steps=30))
     planes = fit_planes(autoencoder, latent_field.planes, pts, sdf, rgb, steps=60)

@@ -59,10 +59,10 @@ def _load_images(device, autoencoder):
     return ImagesToAsset.load(autoencoder, path=DEFAULT_WEIGHTS, device=device)
 
 
-def _load_edit(device):
+def _load_edit(device, autoencoder):
     from models.edit.pipeline import LatentEditor
 
-    return LatentEditor.load(device=device)
+    return LatentEditor.load(device=device, autoencoder=autoencoder)
 
 
 def default_entries() -> list[ModelEntry]:
@@ -75,7 +75,8 @@ def default_entries() -> list[ModelEntry]:
                    (os.path.join(WEIGHTS_DIR, "images.safetensors"),
                     os.path.join(WEIGHTS_DIR, "autoencoder.safetensors")), _load_images, uses_autoencoder=True),
         ModelEntry("kiln-edit", ("edit",), "Kiln instruction editing in the triplane latent",
-                   (os.path.join(WEIGHTS_DIR, "edit.safetensors"),), _load_edit),
+                   (os.path.join(WEIGHTS_DIR, "edit.safetensors"), os.path.join(WEIGHTS_DIR, "grounding.safetensors"),
+                    os.path.join(WEIGHTS_DIR, "autoencoder.safetensors")), _load_edit, uses_autoencoder=True),
     ]
 
 

@@ -1,5 +1,6 @@
 """Instruction editing latency: a warm edit of a latent -> coloured mesh at 128^3, split into
-instruction encoding, the flow step, and the mesh: composited over the source as the backend
+instruction encoding, the flow step (or, for a recolour, the grounded recolour: surface samples,
+grounding, two encoder passes), and the mesh: composited over the source as the backend
 does it (change masks on a grid, the edited field read where it is shown), against the edited
 latent's own mesh (`mesh_128_latent_only`); and the edit of a
 ~50k-face external mesh including reading, normalising, fitting a latent (60 steps) and
@@ -37,6 +38,7 @@ from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
 INSTRUCTION = "make the legs longer"
+RECOLOUR = "make the seat blue"  # the grounded recolour path (models/edit/recolour.py)
 
 
 def main() -> int:
@@ -46,7 +48,7 @@ def main() -> int:
     device = pick_device(args.device)
     t = time.perf_counter()
     ae = load_autoencoder(device=device)
-    editor = LatentEditor.load(device=device)
+    editor = LatentEditor.load(device=device, autoencoder=ae)
     out = {"device": str(device), "threads": torch.get_num_threads(), "cold_load_s": round(time.perf_counter() - t, 3)}
     gen = TextToAsset.load(device=device)
     latent, _ = gen.generate_latent("a red chair with four legs", seed=0)
@@ -59,6 +61,9 @@ def main() -> int:
     edit_job = timeit(lambda: composite_mesh(ae, latent, editor.edit_latent(latent, INSTRUCTION, seed=1)[0], 128))
     text_job = timeit(lambda: latent_to_mesh(ae, gen.generate_latent("a red chair", seed=1)[0], 128))
     out["warm_edit_to_mesh_128"] = edit_job
+    out["grounded_recolour_latent"] = timeit(lambda: editor.edit_latent(latent, RECOLOUR, seed=0))
+    out["warm_recolour_to_mesh_128"] = timeit(
+        lambda: composite_mesh(ae, latent, editor.edit_latent(latent, RECOLOUR, seed=1)[0], 128))
     out["reference_warm_text_to_mesh_128"] = text_job
     out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
 

@@ -29,14 +29,19 @@ class SampleConfig:
 
 def surface_points(asset: Asset, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
     """Uniform points on the exact surface: marching cubes on the SDF, area sampling, Newton projection."""
+    return field_surface_points(lambda p: asset.query(p, with_colour=False)[0], n, rng, mc_res)
+
+
+def field_surface_points(sdf_fn, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
+    """The same for any signed distance function (N, 3) -> (N,) (a decoded latent's, too)."""
     grid = grid_points(mc_res)
-    sdf = asset.query(grid, with_colour=False)[0].reshape(mc_res, mc_res, mc_res)
+    sdf = np.asarray(sdf_fn(grid)).reshape(mc_res, mc_res, mc_res)
     if sdf.min() >= 0 or sdf.max() <= 0:
-        raise ValueError("asset has no surface inside the cube")
+        raise ValueError("no surface inside the cube")
     step = 2.0 / (mc_res - 1)
     verts, faces, _, _ = marching_cubes(sdf, 0.0, spacing=(step, step, step))
     pts, _, _ = sample_triangles(verts.astype(np.float32) - 1.0, faces, n, rng)
-    return project_to_surface(pts, lambda p: asset.query(p, with_colour=False)[0])
+    return project_to_surface(pts, sdf_fn)
 
 
 def coloured_cloud(asset: Asset, points: np.ndarray) -> np.ndarray:

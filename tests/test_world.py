@@ -76,6 +76,21 @@ def test_colour_follows_parts():
             assert np.allclose(rgb[sel], COLOURS[spec.colours[part]])
 
 
+def test_pattern_points_take_the_pattern_colour():
+    spec = sample_asset_spec("train", 0).copy()
+    part = spec.parts()[0]
+    spec.colours = {p: "white" for p in spec.parts()}
+    spec.patterns = {part: ("stripes", "red")}
+    asset = Asset(spec)
+    sdf, rgb = asset.query(RNG_POINTS)
+    on_part = (np.abs(sdf) < 0.02) & (asset.part_labels(RNG_POINTS) == asset.part_names.index(part))
+    striped = asset.pattern_points(RNG_POINTS)
+    assert 0.2 < striped[on_part].mean() < 0.8  # stripes paint about half the part
+    assert np.allclose(rgb[on_part & striped], COLOURS["red"])
+    assert np.allclose(rgb[on_part & ~striped], COLOURS["white"])
+    assert not striped[~on_part & (np.abs(sdf) < 0.02) & (asset.part_labels(RNG_POINTS) != asset.part_names.index(part))].any()
+
+
 def test_heldout_combos_never_in_training():
     for i in range(400):
         spec = sample_asset_spec("train", i)

@@ -16,7 +16,7 @@ does no silent damage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -24,10 +24,16 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import WEIGHTS_DIR, load_network
+from ..mesh import Cancelled
 from ..text.conditioning import TEXT_STAT_KEYS, standardise_text
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
+from ..triplane.autoencoder import TriplaneAutoencoder
+from ..triplane.loading import load_autoencoder
+from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
+from .grounding import PartGrounding, load_grounding
+from .recolour import RecolourConfig, grounded_recolour, recolour_probability
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
 # One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
@@ -107,14 +113,29 @@ def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> to
     return velocity
 
 
+@dataclass
+class Recolourer:
+    """The grounded recolour path: the part grounding network and the autoencoder it reads and fits."""
+    ae: TriplaneAutoencoder
+    grounding: PartGrounding
+    cfg: RecolourConfig = field(default_factory=RecolourConfig)
+
+
 class LatentEditor:
-    def __init__(self, model: EditModel, encoder: SentenceEncoder):
+    def __init__(self, model: EditModel, encoder: SentenceEncoder, recolourer: Recolourer | None = None):
         self.model = model
         self.encoder = encoder
+        self.recolourer = recolourer
 
     @classmethod
-    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu", encoder: SentenceEncoder | None = None) -> "LatentEditor":
-        return cls(EditModel.load(path, device), encoder or shared_encoder(device))
+    def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu", encoder: SentenceEncoder | None = None,
+             autoencoder: TriplaneAutoencoder | None = None,
+             grounding_path: str | None = GROUNDING_WEIGHTS) -> "LatentEditor":
+        """grounding_path=None: every edit by the flow model (no grounded recolours)."""
+        recolourer = None
+        if grounding_path is not None:
+            recolourer = Recolourer(autoencoder or load_autoencoder(device=device), load_grounding(grounding_path, device))
+        return cls(EditModel.load(path, device), encoder or shared_encoder(device), recolourer)
 
     def assess(self, pooled: torch.Tensor) -> tuple[float, list[str]]:
         """(confidence in [0, 1], warnings) for one instruction embedding."""
@@ -131,13 +152,25 @@ class LatentEditor:
                if outside else f"it is far from the edits the bundled model knows (similarity {sim:.2f} < {m.ood_threshold:.2f})")
         return conf, [f"instruction not understood: {why}, so {effect}; supported edits look like {examples}"]
 
-    @torch.inference_mode()
     def edit_latents(self, latents: torch.Tensor, instructions: list[str], seeds: list[int],
                      strength: float = 1.0, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                     locality: float = DEFAULT_LOCALITY, gate: bool = True, progress: Callable | None = None,
+                     locality: float = DEFAULT_LOCALITY, gate: bool = True, grounded: bool = True,
+                     progress: Callable | None = None,
                      cancel: Callable | None = None) -> tuple[torch.Tensor, list[list[str]]]:
         """latents (B, 3, C, R, R) -> edited latents (B, 3, C, R, R), warnings per instruction.
-        gate=False ignores a model's change gate (for measuring what it adds)."""
+        gate=False ignores a model's change gate, grounded=False sends recolours through the flow
+        model too (both for measuring what they add)."""
+        edited, weights, enc, warnings = self._flow_edits(latents, instructions, seeds, strength, steps, guidance,
+                                                          locality, gate, progress, cancel)
+        if grounded and self.recolourer is not None and float(weights.max()) > 0:
+            edited = self._recolour_grounded(edited, latents.to(edited.device, torch.float32), enc, weights, seeds,
+                                             cancel)
+        return edited, warnings
+
+    @torch.inference_mode()
+    def _flow_edits(self, latents, instructions, seeds, strength, steps, guidance, locality, gate, progress, cancel):
+        """The flow model's edits -> (edited latents, per-row weight = strength x confidence,
+        the encoded instructions, warnings)."""
         if any(not s or not s.strip() for s in instructions):
             raise EmptyInstructionError("the instruction is empty: say what to change, e.g. 'make it blue'")
         if not 0.0 <= strength <= 1.0:
@@ -148,8 +181,9 @@ class LatentEditor:
         enc = self.encoder.encode(instructions)
         assessed = [self.assess(enc.pooled[i]) for i in range(len(instructions))]
         scale = torch.tensor([strength * c for c, _ in assessed], device=dev).view(-1, 1, 1, 1, 1)
+        warnings = [w for _, w in assessed]
         if float(scale.max()) == 0.0:
-            return latents.clone(), [w for _, w in assessed]
+            return latents.clone(), scale.view(-1), enc, warnings
         source = m.normalise(latents)
         cfg = m.dit.cfg
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
@@ -165,7 +199,22 @@ class LatentEditor:
             # the change gate read at t = 1, where the instruction and the source are the only
             # information: the sampler's first call, whose first B rows are the conditional ones
             delta = delta * torch.sigmoid(gate_logits[0][:len(instructions)])[:, :, None]
-        return latents + scale * localise(delta, locality) * m.delta_std, [w for _, w in assessed]
+        return latents + scale * localise(delta, locality) * m.delta_std, scale.view(-1), enc, warnings
+
+    @torch.inference_mode()
+    def _recolour_grounded(self, edited: torch.Tensor, latents: torch.Tensor, enc, weights: torch.Tensor,
+                           seeds: list[int], cancel: Callable | None) -> torch.Tensor:
+        """Rows whose instruction the grounding network reads as a recolour are replaced (in place)
+        by the source recoloured where it points (models/edit/recolour.py), not the flow's delta:
+        the flow model recolours all or nothing (held-out part recolours 0 of 6)."""
+        r = self.recolourer
+        recolour = recolour_probability(r.grounding, enc.tokens, enc.mask) > 0.5
+        for i in torch.nonzero(recolour & (weights > 0)).view(-1).tolist():
+            if cancel is not None and cancel():
+                raise Cancelled()
+            edited[i:i + 1] = grounded_recolour(r.ae, r.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
+                                                enc.mask[i:i + 1], float(weights[i]), r.cfg, seeds[i])
+        return edited
 
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)

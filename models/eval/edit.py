@@ -43,6 +43,7 @@ from ..data import coloured_cloud
 from ..device import pick_device
 from ..edit.composite import CompositeField, mesh_surface, shown_field
 from ..edit.data import PairKey, edit_for, pair_clouds, source_points
+from ..edit.grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
 from ..geometry import grid_points
 from ..meshio import normalise, sdf_samples
@@ -74,6 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--locality", type=float, default=None, help="default: the pipeline's")
     p.add_argument("--no-gate", action="store_true", help="ignore the model's change gate")
+    p.add_argument("--grounding-weights", default=GROUNDING_WEIGHTS,
+                   help="part grounding network for recolours (models/edit/grounding.py)")
+    p.add_argument("--no-grounding", action="store_true",
+                   help="recolours by the flow model too, as before the grounding network")
     p.add_argument("--no-composite", action="store_true",
                    help="judge the edited latent's own decoding, not the edit composited over its source")
     p.add_argument("--device", default="auto")
@@ -237,7 +242,8 @@ def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     ae = load_autoencoder(device=device)
-    editor = LatentEditor.load(args.weights, device)
+    editor = LatentEditor.load(args.weights, device, autoencoder=ae,
+                               grounding_path=None if args.no_grounding else args.grounding_weights)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
     if args.no_gate:
@@ -245,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     grid = grid_points(64)
     t0 = time.time()
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw,
-               "composite": not args.no_composite}
+               "composite": not args.no_composite,
+               "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO)}
     all_rows = []
     for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
         rows = []

@@ -8,16 +8,17 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train")
     sub = parser.add_subparsers(dest="model", required=True)
-    from . import autoencoder, classifier, edit, images, text
+    from . import autoencoder, classifier, edit, grounding, images, text
 
     autoencoder.add_arguments(sub.add_parser("autoencoder", help="triplane autoencoder (shared latent space)"))
     classifier.add_arguments(sub.add_parser("classifier", help="evaluation-only category classifier"))
     text.add_arguments(sub.add_parser("text", help="text -> latent rectified-flow DiT"))
     edit.add_arguments(sub.add_parser("edit", help="instruction editing flow in the latent"))
+    grounding.add_arguments(sub.add_parser("grounding", help="where and to what colour a recolour edit applies"))
     images.add_arguments(sub.add_parser("images", help="front/back images -> latent reconstructor"))
     args = parser.parse_args(argv)
     return {"autoencoder": autoencoder.run, "classifier": classifier.run, "text": text.run, "edit": edit.run,
-            "images": images.run}[args.model](args)
+            "grounding": grounding.run, "images": images.run}[args.model](args)
 
 
 if __name__ == "__main__":

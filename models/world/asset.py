@@ -113,19 +113,31 @@ class Asset:
             return sdf, None
         part = self.part_of[nearest]
         rgb = self._part_rgb[part]
-        for name, (pattern, secondary) in self.spec.patterns.items():
-            if name not in self.part_names:
-                continue
-            sel = part == self.part_names.index(name)
-            mask = np.zeros(len(q), dtype=bool)
-            mask[sel] = pattern_mask(pattern, q[sel])
+        for name, (_, secondary) in self.spec.patterns.items():
+            mask = self._pattern_mask(q, part, name)
             rgb = np.where(mask[:, None], np.asarray(COLOURS[secondary], np.float32)[None], rgb)
         return sdf, rgb
+
+    def _pattern_mask(self, q: np.ndarray, part: np.ndarray, name: str) -> np.ndarray:
+        """Local points q of which `part` holds the index: those painted with part `name`'s pattern."""
+        mask = np.zeros(len(q), dtype=bool)
+        if name in self.part_names:
+            sel = part == self.part_names.index(name)
+            mask[sel] = pattern_mask(self.spec.patterns[name][0], q[sel])
+        return mask
 
     def part_labels(self, points: np.ndarray) -> np.ndarray:
         """Index into `part_names` of the part nearest each point."""
         d = self.additive.distances(self._local(points))
         return self.part_of[np.argmin(d, axis=1)]
+
+    def pattern_points(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: the points painted with their part's pattern colour rather than its own."""
+        q, part = self._local(points), self.part_labels(points)
+        mask = np.zeros(len(q), dtype=bool)
+        for name in self.spec.patterns:
+            mask |= self._pattern_mask(q, part, name)
+        return mask
 
 
 # ---------------------------------------------------------------- sampling

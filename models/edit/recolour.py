@@ -1,0 +1,67 @@
+"""Recolour edits grounded on the asset and landed on the latent as an encoded delta.
+
+The part grounding network (`grounding.py`) says, for points on the source's decoded surface,
+whether the instruction addresses them and which colour it asks for. The same points are then
+encoded twice by the autoencoder's own encoder: with the source's decoded colours, and with the
+asked colour blended in over the region (by `weight`: strength x the instruction's confidence).
+The difference of the two latents is the edit: the encoder sees identical points, so its
+sampling and re-encoding drift cancel and the delta carries the colour change alone (the edit
+model's training pairs are built the same way; see models/edit/data.py). One encoder pass
+each, no optimisation; weight 0 gives the source exactly.
+
+Why not fit the latent to the recoloured field instead: 16 Adam steps (0.8 s) left a teal nose
+cone bluish (colour error 0.17 on the part; 50 steps: 0.07, 8 s), where the encoder shows a
+part's colour at once (the encoded true targets get 95% of recoloured surface points right).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import field_surface_points
+from ..triplane.autoencoder import TriplaneAutoencoder
+from ..triplane.inference import LatentField, encode_cloud
+from .grounding import GROUNDED_KINDS, PartGrounding
+
+RECOLOUR_KINDS = tuple(GROUNDED_KINDS.index(k) for k in ("recolour_all", "recolour_part"))
+
+
+@dataclass(frozen=True)
+class RecolourConfig:
+    points: int = 8192   # surface samples of the source's decoded field (the edit pairs' cloud size)
+    # grid the samples' surface is found on: a mug's thin handle recoloured blue shows 75% blue
+    # from a 64^3 grid, 50% from 48^3 (the encoded exact recolour: 96%)
+    mc_res: int = 64
+
+
+@torch.inference_mode()
+def recolour_probability(model: PartGrounding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) probability that each instruction asks for a recolour (of the whole asset or a part)."""
+    _, _, kind = model.read(tokens, mask)
+    return kind.softmax(-1)[:, list(RECOLOUR_KINDS)].sum(-1)
+
+
+@torch.inference_mode()
+def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
+                    mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0):
+    """One latent (1, ...) and instruction -> (source cloud (N, 6), recoloured cloud (N, 6), region
+    probability (N,)): the source's decoded surface with its own and with the asked colours."""
+    field = LatentField(ae, latent)
+    pts = field_surface_points(field.sdf, cfg.points, np.random.default_rng([seed, 0x52434C52]), cfg.mc_res)
+    rgb = field.rgb(pts)
+    p = torch.as_tensor(pts, device=latent.device)[None]
+    logits, colour, _ = model(field.planes, latent[:1], p, tokens, mask)
+    region = torch.sigmoid(logits[0]).cpu().numpy()
+    target = rgb + weight * region[:, None] * (colour[0].cpu().numpy()[None] - rgb)
+    return np.concatenate([pts, rgb], 1), np.concatenate([pts, target], 1).astype(np.float32), region
+
+
+def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
+                      mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(),
+                      seed: int = 0) -> torch.Tensor:
+    """The source latent (1, 3, C, R, R) recoloured as the instruction asks, its shape kept."""
+    source, target, _ = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed)
+    encoded = encode_cloud(ae, np.stack([source, target]))
+    return latent + (encoded[1:] - encoded[:1])

@@ -461,6 +461,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
     shape_share, colour_share = shown.share_edited()
     meta = {"op": "edit", "model": "kiln-edit", "model_version": editor.model.meta.get("version"),
+            "edit_path": editor.path(req["instruction"]),
             "autoencoder_config": ae.cfg.to_dict(), "instruction": req["instruction"], "strength": req["strength"],
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
             "min_part": min_part, "warnings": warnings, **lineage,

@@ -29,17 +29,19 @@ class SampleConfig:
 
 def surface_points(asset: Asset, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
     """Uniform points on the exact surface: marching cubes on the SDF, area sampling, Newton projection."""
-    return field_surface_points(lambda p: asset.query(p, with_colour=False)[0], n, rng, mc_res)
+    def sdf_fn(p):
+        return asset.query(p, with_colour=False)[0]
+
+    return grid_surface_points(sdf_fn(grid_points(mc_res)).reshape((mc_res,) * 3), sdf_fn, n, rng)
 
 
-def field_surface_points(sdf_fn, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
-    """The same for any signed distance function (N, 3) -> (N,) (a decoded latent's, too)."""
-    grid = grid_points(mc_res)
-    sdf = np.asarray(sdf_fn(grid)).reshape(mc_res, mc_res, mc_res)
-    if sdf.min() >= 0 or sdf.max() <= 0:
+def grid_surface_points(grid: np.ndarray, sdf_fn, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The same from a signed distance grid (R, R, R) over the cube (x, y, z order; any field's,
+    e.g. a decoded latent's from `mesh.sdf_grid`) and the function it samples, for the projection."""
+    if grid.min() >= 0 or grid.max() <= 0:
         raise ValueError("no surface inside the cube")
-    step = 2.0 / (mc_res - 1)
-    verts, faces, _, _ = marching_cubes(sdf, 0.0, spacing=(step, step, step))
+    step = 2.0 / (grid.shape[0] - 1)
+    verts, faces, _, _ = marching_cubes(grid, 0.0, spacing=(step, step, step))
     pts, _, _ = sample_triangles(verts.astype(np.float32) - 1.0, faces, n, rng)
     return project_to_surface(pts, sdf_fn)
 

@@ -218,6 +218,8 @@ def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
         assert ev5["event"] == "result" and "missing or has changed" in ev5["warnings"][0], ev5
         assert load_latent(ev5["latent"])[1]["shown_over"] == "reference_latent"
         assert meta["edits"] == ["make it taller"] and meta["instruction"] == "make it red"
+        # which model made each edit: the flow model resized, the grounding network recoloured
+        assert load_latent(ev["latent"])[1]["edit_path"] == "flow" and meta["edit_path"] == "grounded_recolour"
         assert meta["source_mesh"] == str(path)
         # a fitted mesh's edits keep all its parts (no floater clean-up), both from the mesh and its latent
         assert meta["min_part"] == 0 and load_latent(ev["latent"])[1]["min_part"] == 0

@@ -216,6 +216,14 @@ class LatentEditor:
                                                 enc.mask[i:i + 1], float(weights[i]), r.cfg, seeds[i])
         return edited
 
+    def path(self, instruction: str) -> str:
+        """Which model makes this instruction's edit: "grounded_recolour" or "flow" (for metadata)."""
+        if self.recolourer is None or not instruction.strip():
+            return "flow"
+        enc = self.encoder.encode([instruction])
+        return "grounded_recolour" if float(recolour_probability(self.recolourer.grounding, enc.tokens, enc.mask)) > 0.5 \
+            else "flow"
+
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)
         return edited, warnings[0]

@@ -105,7 +105,9 @@ def summarise(rows: list[dict]) -> dict:
         k = [r for r in rows if r["kind"] == kind]
         if k:
             out[kind] = {"pairs": len(k), "region_iou": mean(k, "region_iou"), "kind_correct": mean(k, "kind_correct"),
-                         "colour_correct": mean(k, "colour_correct")}
+                         "colour_correct": mean(k, "colour_correct"),
+                         # what a region that ignored the instruction (the whole asset) would score
+                         "whole_asset_iou": mean(k, "part_share")}
     for name, held in (("training_word", False), ("held_out_word", True)):
         k = [r for r in rows if r["held_out_word"] == held]
         if k:

@@ -12,7 +12,6 @@ encode+fit. The last line is JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from ..triplane.inference import LatentField, encode_cloud, fit_latent, fit_plan
 from ..triplane.loading import DEFAULT_WEIGHTS, load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
 from ..world.palette import nearest_colour
+from . import finish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -157,10 +157,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:18s} IoU encode {r['encode_iou']:.3f}  fit {r.get('fit_iou', float('nan')):.3f}  "
                   f"F@.05 encode {r['encode_f_0.05']:.3f}  fit {r.get('fit_f_0.05', float('nan')):.3f}")
         summary["external"] = ext
-    summary["eval_seconds"] = round(time.time() - t0, 1)
-    line = json.dumps(summary)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    print(line)
-    return 0
+    return finish(summary, t0, args.json_out)

@@ -54,6 +54,7 @@ from ..world.captions import COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
 from ..world.palette import COLOUR_ARRAY
+from . import finish
 from .autoencoder import external_meshes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -279,12 +280,7 @@ def run(args: argparse.Namespace) -> int:
     print("out_of_domain", json.dumps(summary["out_of_domain"]), flush=True)
     summary["external_meshes"] = external_mesh_recolours(ae, editor, kw)
     print("external_meshes", json.dumps(summary["external_meshes"]), flush=True)
-    summary["eval_seconds"] = round(time.time() - t0, 1)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
-    return 0
+    return finish(summary, t0, args.json_out)
 
 
 def chained(ae, editor: LatentEditor, args, kw) -> dict:

@@ -37,6 +37,7 @@ from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset
 from ..world.categories import CATEGORY_NAMES
 from ..world.palette import nearest_colour
+from . import finish
 from .edit import HELD_OUT_COLOUR_WORDS, TEST_BASE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,9 +129,4 @@ def run(args: argparse.Namespace) -> int:
         print(name, json.dumps(summary[name]), flush=True)
         for r in rows[:: max(1, len(rows) // 6)]:
             print("   ", json.dumps(r))
-    summary["eval_seconds"] = round(time.time() - t0, 1)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
-    return 0
+    return finish(summary, t0, args.json_out)

@@ -18,7 +18,6 @@ its render figures and its time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -29,13 +28,20 @@ from ..data import surface_points
 from ..device import pick_device
 from ..images.data import RENDER_RES, render_asset
 from ..images.frame import from_image_frame, image_frame, to_image_frame
-from ..images.render import VIEWS, canonical_camera, random_background, random_lighting, sphere_trace
+from ..images.pipeline import DEFAULT_REFINE_STEPS, DEFAULT_WEIGHTS, ImagesToAsset
+from ..images.render import (
+    VIEWS,
+    canonical_camera,
+    random_background,
+    random_lighting,
+    sphere_trace,
+)
 from ..mesh import MeshExtractionError
 from ..metrics import volume_iou
-from ..images.pipeline import DEFAULT_REFINE_STEPS, DEFAULT_WEIGHTS, ImagesToAsset
 from ..triplane.inference import LatentField, encode_cloud, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
+from . import finish
 from .autoencoder import reconstruction_metrics, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,12 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "render_after": {k: round(float(np.mean([f["after"][k] for f in render_figures])), 4)
                              for k in render_figures[0]["after"]},
             "seconds_median": round(float(np.median(refine_seconds)), 3)}
-    summary["eval_seconds"] = round(time.time() - t0, 1)
     print(f"{'row':22s} {'IoU':>6s} {'F@.02':>6s} {'F@.05':>6s} {'colour L1':>9s}")
     for k, s in summary["rows"].items():
         print(f"{k:22s} {s['iou']:6.3f} {s['f_0.02']:6.3f} {s['f_0.05']:6.3f} {s['colour_l1']:9.3f}")
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
-    return 0
+    return finish(summary, t0, args.json_out)

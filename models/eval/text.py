@@ -33,15 +33,22 @@ import numpy as np
 
 from ..classifier import classify, load_classifier, sdf_features
 from ..device import pick_device
-from ..mesh import FLOATER_MIN_PART, MeshExtractionError, mesh_from_grid, remove_small_parts, sdf_grid
+from ..mesh import (
+    FLOATER_MIN_PART,
+    MeshExtractionError,
+    mesh_from_grid,
+    remove_small_parts,
+    sdf_grid,
+)
 from ..metrics import largest_part_share
+from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
 from ..world.captions import caption, size_words
 from ..world.categories import CATEGORIES
 from ..world.split import HELDOUT_COMBOS
-from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
+from . import finish
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_OFFSET = 3000
@@ -179,9 +186,4 @@ def run(args: argparse.Namespace) -> int:
         latent, _ = gen.generate_latent("a red chair with a tall back", seed=s)
         latent_to_mesh(ae, latent, 128)
     summary["warm_text_to_mesh_128_s"] = round((time.perf_counter() - t) / 5, 3)
-    summary["eval_seconds"] = round(time.time() - t0, 1)
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            fh.write(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
-    return 0
+    return finish(summary, t0, args.json_out)

@@ -8,11 +8,12 @@ import torch
 from models.data import coloured_cloud
 from models.edit.data import PairKey, source_points
 from models.edit.grounding import GROUNDED_KINDS, load_grounding
-from models.edit.grounding_data import point_labels
+from models.edit.grounding_data import colour_lexicon, point_labels
 from models.edit.pipeline import LatentEditor
 from models.text.encoder import shared_encoder
 from models.triplane.inference import LatentField, encode_cloud
 from models.world.asset import Asset, sample_asset_spec
+from models.world.captions import HELD_OUT_COLOUR_WORDS
 from models.world.palette import COLOURS, nearest_colour
 
 
@@ -88,3 +89,14 @@ def test_recolour_strength_moves_the_colour_part_way(editor, autoencoder):
                    .rgb(pts[:2048]) - blue).mean() for s in (0.5, 1.0)]
     src = np.abs(LatentField(autoencoder, latent).rgb(pts[:2048]) - blue).mean()
     assert src > dist[0] + 0.1 > dist[1] + 0.2, (src, dist)
+
+
+def test_the_colour_lexicon_holds_no_held_out_colour_word():
+    """The grounding network learns colour names from the xkcd survey's list; the evaluation's
+    held-out synonyms ("azure", "crimson") must stay unseen, and the training words keep the
+    procedural world's palette colours."""
+    lexicon = colour_lexicon()
+    assert len(lexicon) > 800
+    assert not [n for n in lexicon if any(w in n for w in HELD_OUT_COLOUR_WORDS)]
+    assert "red" not in lexicon and "blue" not in lexicon and "navy" in lexicon
+    assert all(0.0 <= c <= 1.0 for rgb in lexicon.values() for c in rgb)

@@ -8,12 +8,14 @@ part is, so they label the region too: more examples of each part noun.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..world.asset import Asset, AssetSpec
-from ..world.edits import EditPair
+from ..world.captions import COLOUR_WORDS, HELD_OUT_COLOUR_WORDS
+from ..world.edits import INSTRUCTIONS, EditPair
 from ..world.palette import COLOURS
 from .grounding import GROUNDED_KINDS
 
@@ -27,6 +29,34 @@ class GroundingTarget:
     kind: int                     # index into GROUNDED_KINDS
     part: str | None              # the addressed part, WHOLE, or None (no region to label)
     colour: tuple | None          # RGB the instruction asks for (recolours only)
+
+
+LEXICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "world", "colour_names.tsv")
+
+
+def colour_lexicon(path: str = LEXICON) -> dict[str, tuple[float, float, float]]:
+    """Colour names -> RGB in [0, 1] for training (the xkcd colour survey's 949 names), less every
+    name holding a held-out synonym ("azure", "dark crimson") and the training words themselves,
+    which keep the procedural world's palette colours."""
+    train_words = {w for train, _ in COLOUR_WORDS.values() for w in train}
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("#") or not line.strip():
+                continue
+            name, hexcode = line.rstrip("\n").split("\t")
+            if name in train_words or any(w in name for w in HELD_OUT_COLOUR_WORDS):
+                continue
+            out[name] = tuple(int(hexcode[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
+    return out
+
+
+def lexicon_variant(pair: EditPair, name: str, rgb: tuple) -> tuple[GroundingTarget, list[str]]:
+    """A recolour pair asked with another colour name: the same region, that name's RGB, every
+    training template of the pair's kind filled with it."""
+    target = grounding_target(pair)
+    words = {**pair.words, "c": name}
+    return GroundingTarget(target.kind, target.part, rgb), [t.format(**words) for t in INSTRUCTIONS[pair.kind]["train"]]
 
 
 def grounding_target(pair: EditPair) -> GroundingTarget:

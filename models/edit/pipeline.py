@@ -12,6 +12,10 @@ edit changes, and the delta is kept only there. `strength` scales it: 0 returns 
 exactly. An instruction far from every training instruction gets a warning naming the nearest
 supported edits, and its delta is scaled down with the similarity so an unsupported request
 does no silent damage.
+
+Recolours take another path: an instruction the part grounding network reads as a recolour
+is applied where that network says it points, as an encoded colour delta
+(models/edit/recolour.py), with the same strength and confidence scaling.
 """
 from __future__ import annotations
 
@@ -115,7 +119,8 @@ def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> to
 
 @dataclass
 class Recolourer:
-    """The grounded recolour path: the part grounding network and the autoencoder it reads and fits."""
+    """The grounded recolour path: the part grounding network and the autoencoder whose decoded
+    surface it reads and whose encoder lands the recolour on the latent."""
     ae: TriplaneAutoencoder
     grounding: PartGrounding
     cfg: RecolourConfig = field(default_factory=RecolourConfig)

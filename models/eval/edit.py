@@ -50,7 +50,7 @@ from ..meshio import normalise, sdf_samples
 from ..triplane.inference import LatentField, encode_cloud, encode_source_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
-from ..world.captions import COLOUR_WORDS
+from ..world.captions import HELD_OUT_COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
 from ..world.palette import COLOUR_ARRAY
@@ -207,9 +207,6 @@ def summarise(rows: list[dict]) -> dict:
             "oracle_untouched_colour_l1": _mean(rows, "oracle_untouched_colour_l1"),
             "warned_as_unsupported": round(float(np.mean([r.get("warned", False) for r in rows])), 4),
             "per_kind": per_kind}
-
-
-HELD_OUT_COLOUR_WORDS = tuple(w for _, held in COLOUR_WORDS.values() for w in held)
 
 
 def by_colour_word(rows: list[dict]) -> dict:

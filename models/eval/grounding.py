@@ -35,10 +35,11 @@ from ..text.encoder import shared_encoder
 from ..triplane.inference import encode_cloud
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset
+from ..world.captions import HELD_OUT_COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.palette import nearest_colour
 from . import finish
-from .edit import HELD_OUT_COLOUR_WORDS, TEST_BASE
+from .edit import TEST_BASE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGION_POINTS = 2048

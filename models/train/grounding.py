@@ -25,7 +25,9 @@ from ..data import load_or_build
 from ..edit.grounding import GroundingConfig, PartGrounding
 from ..edit.grounding_data import (
     PointLabels,
+    colour_lexicon,
     grounding_target,
+    lexicon_variant,
     point_labels,
     region_labels,
 )
@@ -49,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lexicon-share", type=float, default=0.5,
+                   help="share of recolours also asked with a colour name of models/world/colour_names.tsv")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -65,15 +69,24 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
     return torch.cat(latents), torch.cat(planes)
 
 
-def edit_pool(n_assets: int, seed: int):
-    """(asset index, GroundingTarget, phrasings) for EDITS_PER_ASSET edits of each training asset."""
+def edit_pool(n_assets: int, seed: int, lexicon_share: float):
+    """(asset index, GroundingTarget, phrasings) for EDITS_PER_ASSET edits of each training asset,
+    and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
+    lexicon (its own RGB as the target)."""
+    lexicon = colour_lexicon() if lexicon_share > 0 else {}
+    names = sorted(lexicon)
     pool = []
     for i in range(n_assets):
         spec = sample_asset_spec("train", i)
         for k, kind in enumerate(EDIT_KINDS_DRAWN):
-            pair = sample_edit(spec, np.random.default_rng([seed, i, k, 0x47524E44]), "train", "train", kind)
-            if pair is not None:
-                pool.append((i, grounding_target(pair), pair.phrasings("train")))
+            rng = np.random.default_rng([seed, i, k, 0x47524E44])
+            pair = sample_edit(spec, rng, "train", "train", kind)
+            if pair is None:
+                continue
+            pool.append((i, grounding_target(pair), pair.phrasings("train")))
+            if pair.kind in ("recolour_all", "recolour_part") and names and rng.random() < lexicon_share:
+                name = names[int(rng.integers(len(names)))]
+                pool.append((i, *lexicon_variant(pair, name, lexicon[name])))
     return pool
 
 
@@ -98,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(latents)} assets encoded and decoded in {time.time() - t0:.0f}s", flush=True)
     labels = [point_labels(sample_asset_spec("train", i), surface[i, :, :3].astype(np.float32))
               for i in range(args.assets)]
-    pool = edit_pool(args.assets, args.seed)
+    pool = edit_pool(args.assets, args.seed, args.lexicon_share)
     texts = sorted({t for _, _, ph in pool for t in ph})
     text_index = {t: j for j, t in enumerate(texts)}
     tokens, masks = encode_instructions(texts)
@@ -144,6 +157,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"step {step} region {r:.4f} colour {c:.4f} kind {k:.4f} ({time.time() - t0:.0f}s)", flush=True)
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
-               assets=args.assets, edits=len(pool), instructions=len(texts))
+               assets=args.assets, edits=len(pool), instructions=len(texts), lexicon_share=args.lexicon_share)
     print(f"saved {args.out}", flush=True)
     return 0

@@ -23,6 +23,7 @@ COLOUR_WORDS = {  # colour -> (train synonyms, held-out synonyms); the name itse
     "white": (("white",), ("snow white",)),
     "grey": (("grey", "gray"), ("silver",)),
 }
+HELD_OUT_COLOUR_WORDS = tuple(w for _, held in COLOUR_WORDS.values() for w in held)
 PATTERN_WORDS = {  # pattern -> (train phrases, held-out phrases), {c} is the secondary colour
     "stripes": (("{c} stripes", "{c} striped bands"), ("{c} bands",)),
     "checker": (("a {c} checker pattern", "{c} checks"), ("a {c} chequered pattern",)),

@@ -27,6 +27,10 @@ class SampleConfig:
     near_sigmas: tuple = (0.01, 0.05)
 
 
+class NoSurfaceError(ValueError):
+    pass
+
+
 def surface_points(asset: Asset, n: int, rng: np.random.Generator, mc_res: int = 64) -> np.ndarray:
     """Uniform points on the exact surface: marching cubes on the SDF, area sampling, Newton projection."""
     def sdf_fn(p):
@@ -39,7 +43,7 @@ def grid_surface_points(grid: np.ndarray, sdf_fn, n: int, rng: np.random.Generat
     """The same from a signed distance grid (R, R, R) over the cube (x, y, z order; any field's,
     e.g. a decoded latent's from `mesh.sdf_grid`) and the function it samples, for the projection."""
     if grid.min() >= 0 or grid.max() <= 0:
-        raise ValueError("no surface inside the cube")
+        raise NoSurfaceError("no surface inside the cube")
     step = 2.0 / (grid.shape[0] - 1)
     verts, faces, _, _ = marching_cubes(grid, 0.0, spacing=(step, step, step))
     pts, _, _ = sample_triangles(verts.astype(np.float32) - 1.0, faces, n, rng)

@@ -100,3 +100,14 @@ def test_the_colour_lexicon_holds_no_held_out_colour_word():
     assert not [n for n in lexicon if any(w in n for w in HELD_OUT_COLOUR_WORDS)]
     assert "red" not in lexicon and "blue" not in lexicon and "navy" in lexicon
     assert all(0.0 <= c <= 1.0 for rgb in lexicon.values() for c in rgb)
+
+
+def test_recolouring_an_asset_with_no_surface_leaves_it_as_it_was(editor, autoencoder, monkeypatch):
+    """A latent whose field has no surface in the cube (all outside) has nothing to paint: the
+    edit returns it unchanged instead of failing."""
+    import models.edit.recolour as recolour
+
+    _, _, latent = held_out_mug(autoencoder)
+    monkeypatch.setattr(recolour, "sdf_grid", lambda sdf_fn, res: np.ones((res,) * 3, np.float32))
+    out, _ = editor.edit_latent(latent, "make it blue", seed=0)
+    assert torch.equal(out, latent)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import grid_surface_points
+from ..data import NoSurfaceError, grid_surface_points
 from ..mesh import sdf_grid
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.inference import LatentField, encode_cloud
@@ -63,7 +63,11 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
 def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                       mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(),
                       seed: int = 0) -> torch.Tensor:
-    """The source latent (1, 3, C, R, R) recoloured as the instruction asks, its shape kept."""
-    source, target, _ = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed)
+    """The source latent (1, 3, C, R, R) recoloured as the instruction asks, its shape kept; a
+    latent with no surface in the cube has nothing to paint and comes back as it was."""
+    try:
+        source, target, _ = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed)
+    except NoSurfaceError:
+        return latent.clone()
     encoded = encode_cloud(ae, np.stack([source, target]))
     return latent + (encoded[1:] - encoded[:1])

@@ -7,8 +7,10 @@ and the autoencoder's training-asset cache (runs/data/ae_train_*.npz, built if m
 training asset is encoded from 2048 of its surface points and decoded once (planes kept as
 float16); each gets EDITS_PER_ASSET edits of the training stream (training templates and colour
 words only; the held-out (edit, category) combinations are never drawn), every training
-phrasing of each. A step draws a batch of (asset, edit, phrasing) and 512 of the asset's surface
-points, jittered by 0.01.
+phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
+survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB. A step
+draws a batch of (asset, edit, phrasing) and 512 of the asset's surface points, jittered by 0.01.
+The planes of 3000 assets take 2.4 GB of memory.
 """
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ INPUT_POINTS = 2048
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--assets", type=int, default=3000)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)

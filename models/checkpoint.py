@@ -43,6 +43,17 @@ def load_state(path: str, device: str | torch.device = "cpu") -> tuple[dict, dic
     return state, read_metadata(path)
 
 
+def load_module(path: str, build, device: str | torch.device = "cpu", missing: str = ""):
+    """A network saved whole (`save_model`): build(config dict) -> module, its weights loaded, on
+    device in eval mode. `missing` is the message of the FileNotFoundError when there is no file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(missing or f"weights not found: {path}")
+    state, meta = load_state(path, device)
+    model = build(meta["config"])
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def load_network(path: str, build, prefix: str, device: str | torch.device = "cpu", train_hint: str = ""):
     """A network saved as `<prefix>.*` keys of a weights bundle (models/train/flow_loop.py:
     weights_bundle): build(config dict) -> module. Returns (module on device in eval mode,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import WEIGHTS_DIR, load_state
+from .checkpoint import WEIGHTS_DIR, load_module
 from .geometry import grid_points
 from .world.categories import CATEGORY_NAMES
 
@@ -40,12 +40,8 @@ class ShapeClassifier(nn.Module):
 
 
 def load_classifier(path: str = DEFAULT_WEIGHTS, device="cpu") -> ShapeClassifier:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"classifier weights not found: {path} (python -m models.train classifier)")
-    state, _ = load_state(path, device)
-    model = ShapeClassifier()
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return load_module(path, lambda _config: ShapeClassifier(), device,
+                       f"classifier weights not found: {path} (python -m models.train classifier)")
 
 
 @torch.inference_mode()

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..checkpoint import WEIGHTS_DIR, load_state
+from ..checkpoint import WEIGHTS_DIR, load_module
 from ..text.prompt_head import PromptHead
 from ..triplane.layers import sample_planes
 
@@ -96,9 +96,5 @@ DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "grounding.safetensors")
 
 
 def load_grounding(path: str = DEFAULT_WEIGHTS, device="cpu") -> PartGrounding:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"grounding weights not found: {path} (python -m models.train grounding)")
-    state, meta = load_state(path, device)
-    model = PartGrounding(GroundingConfig(**meta["config"]))
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return load_module(path, lambda config: PartGrounding(GroundingConfig(**config)), device,
+                       f"grounding weights not found: {path} (python -m models.train grounding)")

@@ -86,12 +86,13 @@ def judge(ae, model, encoder, key: PairKey) -> dict:
     target = grounding_target(pair)
     truth = region_labels(target, point_labels(pair.before, region_pts)) > 0.5
     pred = (logits[0] > 0).cpu().numpy()
+    colour_read = nearest_colour(colour[0].cpu().numpy())
     union = np.logical_or(pred, truth).sum()
     return {"kind": pair.kind, "instruction": pair.instruction, "category": pair.before.category,
             "region_iou": round(float(np.logical_and(pred, truth).sum() / max(union, 1)), 4),
             "part_share": round(float(truth.mean()), 4),
-            "colour_asked": pair.details["colour"], "colour_read": nearest_colour(colour[0].cpu().numpy()),
-            "colour_correct": nearest_colour(colour[0].cpu().numpy()) == pair.details["colour"],
+            "colour_asked": pair.details["colour"], "colour_read": colour_read,
+            "colour_correct": colour_read == pair.details["colour"],
             "kind_read": GROUNDED_KINDS[int(kind[0].argmax())],
             "kind_correct": int(kind[0].argmax()) == target.kind,
             "held_out_word": any(w in pair.instruction for w in HELD_OUT_COLOUR_WORDS)}

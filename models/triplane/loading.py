@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from ..checkpoint import WEIGHTS_DIR, load_state
+from ..checkpoint import WEIGHTS_DIR, load_module
 from .autoencoder import TriplaneAutoencoder
 from .config import AutoencoderConfig
 
@@ -13,9 +13,5 @@ DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "autoencoder.safetensors")
 
 def load_autoencoder(path: str = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> TriplaneAutoencoder:
     """Load the shipped (or a given) autoencoder in eval mode."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"autoencoder weights not found: {path} (train with `python -m models.train autoencoder`)")
-    state, meta = load_state(path, device)
-    model = TriplaneAutoencoder(AutoencoderConfig(**meta["config"]))
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return load_module(path, lambda config: TriplaneAutoencoder(AutoencoderConfig(**config)), device,
+                       f"autoencoder weights not found: {path} (train with `python -m models.train autoencoder`)")

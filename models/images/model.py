@@ -114,3 +114,64 @@ class TriplaneReconstructor(nn.Module):
             x = block(x, memory, pad)
         cfg = self.cfg
         return unpatchify(self.head(self.norm(x)), cfg.latent_channels, cfg.latent_res, cfg.plane_patch)
+
+
+class ImagePlanes(nn.Module):
+    """Version 2: image tokens -> a triplane *code* wider than the shared latent -> this model's own
+    decoder -> full feature planes (3, Cp, 64, 64), read by the shared autoencoder's field MLP.
+
+    Any model that predicts the 3 x 8 x 16^2 latent is capped by what the autoencoder can show
+    through it (its reconstruction of the true surface scores 0.75 IoU in the image frame, full
+    planes fitted to the same field MLP 0.98). Here the code has `code_channels` channels (the
+    first `latent_channels` are the latent, normalised per (plane, channel) by the buffers
+    below; the others start at zero weight) and the decoder, a copy of the autoencoder's, is
+    trained with the reconstructor on the decoded field. `from_latent_model` builds it from a
+    latent reconstructor so that it starts exactly where that one is. Its state dict is the
+    weights bundle: `net.*`, `decoder.*`, `latent_mean`, `latent_std`."""
+
+    def __init__(self, cfg: ReconstructorConfig, decoder_cfg):
+        super().__init__()
+        from ..triplane.autoencoder import LatentDecoder
+
+        self.decoder_cfg = decoder_cfg
+        self.net = TriplaneReconstructor(cfg)
+        self.decoder = LatentDecoder(decoder_cfg)
+        self.register_buffer("latent_mean", torch.zeros(3, cfg.latent_channels, 1, 1))
+        self.register_buffer("latent_std", torch.ones(3, cfg.latent_channels, 1, 1))
+
+    def code(self, front: torch.Tensor, back: torch.Tensor | None = None,
+             has_back: torch.Tensor | None = None) -> torch.Tensor:
+        """Prepared images -> the triplane code (B, 3, C, R, R) the decoder reads."""
+        return self.net(front, back, has_back) * self.latent_std + self.latent_mean
+
+    def forward(self, front: torch.Tensor, back: torch.Tensor | None = None,
+                has_back: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.code(front, back, has_back))
+
+    @classmethod
+    def from_latent_model(cls, net: TriplaneReconstructor, latent_mean: torch.Tensor, latent_std: torch.Tensor,
+                          autoencoder, code_channels: int) -> "ImagePlanes":
+        """A planes model whose output equals `autoencoder.decode` of the latent model's: the
+        latent channels' weights copied, the extra channels' head rows small and their decoder
+        inputs zero (so they start silent and learn what the latent could not carry)."""
+        from dataclasses import replace
+
+        c_lat = net.cfg.latent_channels
+        cfg = replace(net.cfg, latent_channels=code_channels)
+        model = cls(cfg, replace(autoencoder.cfg, latent_channels=code_channels))
+        p2 = cfg.plane_patch ** 2
+        with torch.no_grad():
+            own = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+            model.net.load_state_dict(own, strict=False)
+            # head rows run (channel, patch row, patch column): the first c_lat * p2 are the latent's
+            model.net.head.weight.mul_(0.1)
+            model.net.head.bias.zero_()
+            model.net.head.weight[: c_lat * p2] = net.head.weight
+            model.net.head.bias[: c_lat * p2] = net.head.bias
+            model.decoder.load_state_dict({k: v for k, v in autoencoder.decoder.state_dict().items()
+                                           if not k.startswith("stem.weight")}, strict=False)
+            model.decoder.stem.weight.zero_()
+            model.decoder.stem.weight[:, :c_lat] = autoencoder.decoder.stem.weight
+            model.latent_mean[:, :c_lat] = latent_mean
+            model.latent_std[:, :c_lat] = latent_std
+        return model

@@ -47,6 +47,9 @@ def training_device(args) -> torch.device:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     torch.set_num_threads(args.threads)  # pick_device sets the inference default on the CPU
+    if device.type == "cuda":  # TF32 matrix products: ~8x float32's speed, ample for these losses
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 

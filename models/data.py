@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from skimage.measure import marching_cubes
 
 from .geometry import grid_points, project_to_surface, sample_triangles
+from .parallel import parallel_map
 from .world.asset import Asset, AssetSpec, sample_asset_spec
 
 
@@ -83,11 +83,7 @@ def build_dataset(split: str, n: int, workers: int | None = None) -> dict[str, n
     """Stack records of assets 0..n-1 of a split (parallel over processes)."""
     workers = workers or max(1, min(2, os.cpu_count() or 1))
     jobs = [(split, i) for i in range(n)]
-    if workers == 1:
-        records = list(map(_record_for_index, jobs))
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            records = list(ex.map(_record_for_index, jobs, chunksize=16))
+    records = parallel_map(_record_for_index, jobs, workers, label=f"{split} records")
     return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 

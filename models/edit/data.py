@@ -8,12 +8,12 @@ same points on untouched parts: the latent delta then holds the edit, not sampli
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import coloured_cloud, surface_points
+from ..parallel import parallel_map
 from ..world.asset import Asset, AssetSpec, sample_asset_spec
 from ..world.edits import EDIT_KINDS, EditPair, sample_edit
 
@@ -123,11 +123,7 @@ def _source_record(args) -> list[dict]:
 def build_pairs(split: str, n_sources: int, per_source: int = EDITS_PER_SOURCE, phrasing: str = "train",
                 workers: int = 2) -> list[dict]:
     jobs = [(split, i, per_source, phrasing) for i in range(n_sources)]
-    if workers <= 1:
-        groups = list(map(_source_record, jobs))
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            groups = list(ex.map(_source_record, jobs, chunksize=8))
+    groups = parallel_map(_source_record, jobs, workers, chunksize=8, label=f"{split} edit sources")
     return [r for g in groups for r in g]
 
 

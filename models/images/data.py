@@ -4,10 +4,10 @@ prepared exactly as a user's image is (`preprocess.prepare_image`). Deterministi
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from ..parallel import parallel_map
 from ..world.asset import Asset, sample_asset_spec
 from .preprocess import prepare_image
 from .render import VIEWS, random_background, random_camera, random_lighting, sphere_trace
@@ -38,11 +38,7 @@ def load_or_render(split: str, n: int, variants: int, cache_dir: str, workers: i
     if os.path.exists(path):
         return np.load(path)
     jobs = [(split, i, variants) for i in range(n)]
-    if workers <= 1:
-        renders = list(map(_render_job, jobs))
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            renders = list(ex.map(_render_job, jobs, chunksize=16))
+    renders = parallel_map(_render_job, jobs, workers, label=f"{split} renders")
     out = np.stack(renders)
     os.makedirs(cache_dir, exist_ok=True)
     np.save(path + ".tmp.npy", out)

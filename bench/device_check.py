@@ -22,7 +22,7 @@ from bench.images import photo  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.images.pipeline import ImagesToAsset  # noqa: E402
 from models.meshio import RawMesh, normalise  # noqa: E402
-from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
+from models.triplane.inference import encode_source_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
 
@@ -32,21 +32,29 @@ def run_on(device: torch.device, front: np.ndarray, back: np.ndarray, refine_ste
             torch.cuda.synchronize(device)
         return time.perf_counter()
 
+    def stage(name):  # progress as it goes: a run that stops early still says how far it got
+        print(f"[{device.type}] {name}", flush=True)
+
+    stage("load")
     t = synced()
     ae = load_autoencoder(device=device)
     rec = ImagesToAsset.load(ae, device=device)
     out = {"load_s": synced() - t}
+    stage("feed-forward")
     rec.reconstruct(front, back)  # warm-up
     t = synced()
     latent, _ = rec.reconstruct(front, back)
     out["feed_forward_s"] = synced() - t
+    stage("refine")
     t = synced()
     refined, info = rec.reconstruct(front, back, refine_steps=refine_steps)
     out["refine_s"] = synced() - t
+    stage("mesh")
     t = synced()
     mesh = rec.to_mesh(latent, 128)
     out["mesh_128_s"] = synced() - t
     src = normalise(RawMesh(mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64), mesh.colors))
+    stage("encode + fit")
     t = synced()
     fitted, _ = encode_source_mesh(ae, src, fit_steps=20)
     out["encode_fit20_s"] = synced() - t

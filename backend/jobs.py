@@ -73,20 +73,13 @@ class JobContext:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
-def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None,
-                   edits_over_mesh: bool = False) -> dict:
-    """The GLB, the mesh arrays, the latent with its metadata, the preview. With edits_over_mesh
-    the latent only approximates the mesh (a result finer than the shared latent can show), and
-    the metadata names the GLB as the surface later edits are shown over, as for a user's mesh."""
+def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None) -> dict:
     from models.mesh import write_glb
 
     out_dir = ctx.out_dir or ctx.prepare_output(req)
     with ctx.timed("write"):
         glb = os.path.join(out_dir, "asset.glb")
         write_glb(mesh, glb)
-        if edits_over_mesh:
-            meta = {**meta, "shown_over": "source_mesh", "source_mesh": os.path.abspath(glb),
-                    "source_mesh_sha256": _sha256(glb), "normalisation": _glb_in_the_cube()}
         mesh_file = os.path.join(out_dir, MESH_FILE_NAME)
         save_mesh_arrays(mesh_file, mesh)
         latent_path = os.path.join(out_dir, "latent.safetensors")
@@ -99,13 +92,6 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, referen
             save_png(render_preview(mesh, size=384, samples=200_000), preview)
     return {"dir": out_dir, "glb": glb, "mesh_file": mesh_file, "latent": latent_path, "preview": preview,
             "mesh": mesh.stats}
-
-
-def _glb_in_the_cube() -> dict:
-    """The normalisation of a GLB Kiln wrote: +Y up, already in the cube (to_kiln is the identity)."""
-    from models.world.shapes import GROUND
-
-    return {"centre": [0.0, 0.0, GROUND], "scale": 1.0, "up": "y"}
 
 
 def _latent_of_mesh_file(ctx: JobContext, req: dict, model, timing: str, span: tuple[float, float]):
@@ -268,10 +254,11 @@ BACK_MISMATCH_IOU = 0.5  # mirrored back vs front silhouette overlap below which
 
 
 def run_generate_images(ctx: JobContext, req: dict) -> dict:
-    """Front (+ back) image -> triplane code (feed-forward, then optional GTR-style refinement)
-    -> mesh; the shared latent stored with it for edits is the code (version 1 weights) or the
-    mesh encoded (version 2). The images are read and checked before the model loads, so a bad
-    file fails at once and without the weights."""
+    """Front (+ back) image -> latent (feed-forward, then optional GTR-style refinement) -> mesh.
+    The images are read and checked before the model loads, so a bad file fails at once and
+    without the weights."""
+    from models.triplane.inference import latent_to_mesh
+
     ctx.registry.entry_for("images", req.get("model"))  # an unknown model id: model_unavailable
     ctx.progress(0.0, "images", "reading images")
     with ctx.timed("read"):
@@ -284,16 +271,14 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
     with ctx.timed("reconstruct"):
         views = rec.prepare_views(images["front"], images.get("back"))
         warnings = _back_view_warnings(views)
-        code, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
-                                           cancel=ctx.cancelled)
+        latent, info = rec.reconstruct_views(views, refine_steps=steps, progress=_reconstruct_progress(ctx),
+                                             cancel=ctx.cancelled)
         warnings += _outline_warnings(info["outline_iou"])
     ctx.check_cancel()
     min_part = _min_part(req, generated=True)
     with ctx.timed("mesh"):
-        mesh = rec.to_mesh(code, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled,
-                           min_part=min_part)
-    with ctx.timed("latent"):
-        latent = rec.shared_latent(code, mesh)
+        mesh = latent_to_mesh(ae, latent, req["resolution"], progress=ctx.stage(0.6, 0.95, "mesh"),
+                              cancel=ctx.cancelled, min_part=min_part)
     warnings += _pieces_warnings(mesh)
     refine = info.get("refine")
     meta = {"op": "generate", "mode": "images", "model": "kiln-images", "model_version": rec.model.meta.get("version"),
@@ -301,7 +286,7 @@ def run_generate_images(ctx: JobContext, req: dict) -> dict:
             "back": os.path.abspath(req["back"]) if req.get("back") else None, "views": info["views"],
             "refine_steps": steps, "refine": refine, "outline_iou": info["outline_iou"], "seed": req["seed"],
             "resolution": req["resolution"], "min_part": min_part, "warnings": warnings}
-    result = _write_outputs(ctx, req, mesh, latent, meta, edits_over_mesh=rec.model.decoder is not None)
+    result = _write_outputs(ctx, req, mesh, latent, meta)
     return {**result, "views": info["views"], "outline_iou": info["outline_iou"], "warnings": warnings,
             **({"refine": refine} if refine else {})}
 

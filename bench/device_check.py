@@ -22,7 +22,7 @@ from bench.images import photo  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.images.pipeline import ImagesToAsset  # noqa: E402
 from models.meshio import RawMesh, normalise  # noqa: E402
-from models.triplane.inference import encode_source_mesh  # noqa: E402
+from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def run_on(device: torch.device, front: np.ndarray, back: np.ndarray, refine_ste
     out["refine_s"] = synced() - t
     stage("mesh")
     t = synced()
-    mesh = rec.to_mesh(latent, 128)
+    mesh = latent_to_mesh(ae, latent, 128)
     out["mesh_128_s"] = synced() - t
     src = normalise(RawMesh(mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64), mesh.colors))
     stage("encode + fit")
@@ -60,7 +60,7 @@ def run_on(device: torch.device, front: np.ndarray, back: np.ndarray, refine_ste
     out["encode_fit20_s"] = synced() - t
     out = {k: round(v, 4) for k, v in out.items()}
     out.update(vertices=len(mesh.vertices), refine=info.get("refine"),
-               tensors={"code": latent.cpu(), "refined": refined.cpu(), "fitted": fitted.cpu()})
+               tensors={"latent": latent.cpu(), "refined": refined.cpu(), "fitted": fitted.cpu()})
     return out
 
 

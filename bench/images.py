@@ -1,6 +1,5 @@
 """Warm images -> coloured mesh at 128^3: front only, front + back, with refinement; the split
-into image preparation, the transformer, the outline check, decode + marching cubes, the shared
-latent of the result (version 2: the mesh encoded; the backend adds it to each job); cold load;
+into image preparation, the transformer, the outline check, decode + marching cubes; cold load;
 peak memory.
 A warm text -> mesh job runs in the same process as the reference.
 
@@ -50,15 +49,13 @@ def main() -> int:
     f, b = rec.prepare(front), rec.prepare(back)
     out["transformer_front"] = timeit(lambda: rec.feed_forward(f))
     out["transformer_front_back"] = timeit(lambda: rec.feed_forward(f, b))
-    code = rec.feed_forward(f, b)
-    out["outline_check_front_back"] = timeit(lambda: rec.outline_agreement(code, {"front": f, "back": b}))
-    out["decode_and_marching_cubes_128"] = timeit(lambda: rec.to_mesh(code, 128))
-    mesh = rec.to_mesh(code, 128)
-    out["shared_latent_of_the_mesh"] = timeit(lambda: rec.shared_latent(code, mesh))
-    out["end_to_end_front_128"] = timeit(lambda: rec.to_mesh(rec.reconstruct(front)[0], 128))
-    out["end_to_end_front_back_128"] = timeit(lambda: rec.to_mesh(rec.reconstruct(front, back)[0], 128))
+    latent = rec.feed_forward(f, b)
+    out["outline_check_front_back"] = timeit(lambda: rec.outline_agreement(latent, {"front": f, "back": b}))
+    out["decode_and_marching_cubes_128"] = timeit(lambda: latent_to_mesh(ae, latent, 128))
+    out["end_to_end_front_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front)[0], 128))
+    out["end_to_end_front_back_128"] = timeit(lambda: latent_to_mesh(ae, rec.reconstruct(front, back)[0], 128))
     out["end_to_end_refined_128"] = timeit(
-        lambda: rec.to_mesh(rec.reconstruct(front, back, refine_steps=args.refine_steps)[0], 128), 3)
+        lambda: latent_to_mesh(ae, rec.reconstruct(front, back, refine_steps=args.refine_steps)[0], 128), 3)
     out["refine_steps"] = args.refine_steps
     gen = TextToAsset.load(device=device)
     out["reference_text_to_mesh_128"] = timeit(lambda: latent_to_mesh(ae, gen.generate_latent("a red chair")[0], 128))

@@ -312,29 +312,6 @@ def test_front_and_back_images(backend, images):
 
 
 @needs_weights
-def test_an_edit_of_an_image_result_is_shown_over_its_mesh(backend, images):
-    """The shipped model (version 2) makes results finer than the shared latent stored with them:
-    the result names its GLB as the surface its edits are shown over, as a user's mesh is, so a
-    recolour keeps the reconstructed shape instead of the latent's blurrier one."""
-    proc, _ = backend
-    ev = _generate(proc, "to-edit", front=images["front"], back=images["back"])
-    _, meta = load_latent(ev["latent"])
-    assert meta["model_version"].startswith("2."), meta["model_version"]
-    assert meta["shown_over"] == "source_mesh" and meta["source_mesh"] == os.path.abspath(ev["glb"])
-    proc.send("edit", "recolour", asset=ev["latent"], instruction="make it red", resolution=64, preview=False)
-    edit = proc.wait_for("recolour", timeout=JOB_TIMEOUT)
-    assert edit["event"] == "result", edit
-    _, edit_meta = load_latent(edit["latent"])
-    assert edit_meta["shown_over"] == "source_mesh" and edit_meta["source_mesh"] == meta["source_mesh"]
-    before, after = (read_kmesh(e["mesh_file"]) for e in (ev, edit))
-    assert np.allclose(ev["mesh"]["bounds"], edit["mesh"]["bounds"], atol=0.03), (ev["mesh"], edit["mesh"])
-    assert abs(after["n_vertices"] / before["n_vertices"] - 1) < 0.1
-    rgb_before = np.asarray(before["colours"]).reshape(-1, 4)[:, :3].mean(0)
-    rgb_after = np.asarray(after["colours"]).reshape(-1, 4)[:, :3].mean(0)
-    assert rgb_after[0] - rgb_after[1:].mean() > rgb_before[0] - rgb_before[1:].mean() + 0.2, (rgb_before, rgb_after)
-
-
-@needs_weights
 def test_refinement_reports_its_figures(backend, images):
     proc, _ = backend
     seen = []

@@ -9,10 +9,9 @@ predicts in (`images.frame`: on the ground, centred, largest side fixed, as a cr
 tells it; checkpoints before 1.2 predict the asset as it sits in the cube): occupancy IoU
 (uniform points in the cube), F-score of the 64^3 mesh's surface at 0.02 and 0.05, colour L1
 at the true surface.
-Rows: the autoencoder's own reconstruction of the asset (the ceiling of any image model that
-predicts the shared latent), front only, front + back, front + a wrong back (the front mirrored;
-another asset's back), and the shared latent of the front + back result (for a version 2
-planes model: its mesh encoded by the autoencoder, what an edit starts from). Refinement (GTR-style) on the first --refine-assets, from level
+Rows: the autoencoder's own reconstruction of the asset (the ceiling of any image model in
+this latent space), front only, front + back, and front + a wrong back (the front mirrored;
+another asset's back). Refinement (GTR-style) on the first --refine-assets, from level
 orthographic Front and Back renders (the views it assumes): the same figures before and after,
 its render figures and its time.
 """
@@ -37,16 +36,16 @@ from ..images.render import (
     random_lighting,
     sphere_trace,
 )
-from ..mesh import MeshExtractionError, extract_mesh
+from ..mesh import MeshExtractionError
 from ..metrics import volume_iou
-from ..triplane.inference import LatentField, encode_cloud
+from ..triplane.inference import LatentField, encode_cloud, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import Asset, sample_asset_spec
 from . import finish
 from .autoencoder import reconstruction_metrics, summarise
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROWS = ("autoencoder", "front", "front_back", "front_mirrored_back", "front_other_back", "front_back_shared_latent")
+ROWS = ("autoencoder", "front", "front_back", "front_mirrored_back", "front_other_back")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,24 +84,15 @@ def canonical_render(index: int, view: str) -> np.ndarray:
     return sphere_trace(asset.query, cam, RENDER_RES, random_lighting(rng, cam), random_background(rng))[0]
 
 
-def metrics(ae, planes: torch.Tensor, gt: dict, resolution: int) -> dict:
-    field = LatentField(ae, planes=planes)
+def metrics(ae, latent: torch.Tensor, gt: dict, resolution: int) -> dict:
+    field = LatentField(ae, latent)
     try:
-        mesh = extract_mesh(field.sdf, field.rgb, resolution)
+        mesh = latent_to_mesh(ae, latent, resolution)
     except MeshExtractionError:  # nothing (or everything) decoded: no surface to compare
         return {"iou": volume_iou(field.sdf(gt["uni"]), gt["uni_sdf"]), "f_0.02": 0.0, "f_0.05": 0.0,
                 "colour_l1": float(np.abs(field.rgb(gt["surf"]) - gt["surf_rgb"]).mean())}
     m = reconstruction_metrics(field, mesh, gt["uni"], gt["uni_sdf"], gt["surf"], gt["surf_rgb"])
     return {k: m[k] for k in ("iou", "f_0.02", "f_0.05", "colour_l1")}
-
-
-def shared_latent(rec: ImagesToAsset, code: torch.Tensor) -> torch.Tensor:
-    """The shared latent the backend stores for a reconstruction (its 128^3 mesh encoded, for a
-    planes model); the code itself when no surface comes out."""
-    try:
-        return rec.shared_latent(code, rec.to_mesh(code, 128))
-    except MeshExtractionError:
-        return code if rec.model.decoder is None else torch.zeros_like(code[:, :, :8])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,15 +113,11 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         dual = rec.feed_forward(front, back)
         ff_seconds.append(time.perf_counter() - t)
-        with torch.inference_mode():
-            planes = {"autoencoder": ae.decode(encode_cloud(ae, gt["cloud"])),
-                      **{name: rec.planes(code) for name, code in (
-                          ("front", rec.feed_forward(front)), ("front_back", dual),
-                          ("front_mirrored_back", rec.feed_forward(front, torch.flip(front, [-1]))),
-                          ("front_other_back", rec.feed_forward(front, views[i + 1][1:2])))},
-                      "front_back_shared_latent": ae.decode(shared_latent(rec, dual))}
-        for name, p in planes.items():
-            rows[name].append(metrics(ae, p, gt, args.resolution))
+        latents = {"autoencoder": encode_cloud(ae, gt["cloud"]), "front": rec.feed_forward(front),
+                   "front_back": dual, "front_mirrored_back": rec.feed_forward(front, torch.flip(front, [-1])),
+                   "front_other_back": rec.feed_forward(front, views[i + 1][1:2])}
+        for name, z in latents.items():
+            rows[name].append(metrics(ae, z, gt, args.resolution))
         per_cat.setdefault(gt["category"], []).append(rows["front_back"][-1]["iou"])
         if i < args.refine_assets:
             # refinement assumes level orthographic views (Blender's Front/Back): give it those
@@ -140,16 +126,14 @@ def run(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             refined, figures = rec.refine(start, ortho, args.refine_steps)
             refine_seconds.append(time.perf_counter() - t)
-            with torch.inference_mode():
-                refine_rows["before"].append(metrics(ae, rec.planes(start), gt, args.resolution))
-                refine_rows["after"].append(metrics(ae, rec.planes(refined), gt, args.resolution))
+            refine_rows["before"].append(metrics(ae, start, gt, args.resolution))
+            refine_rows["after"].append(metrics(ae, refined, gt, args.resolution))
             render_figures.append(figures)
         print(f"[{i + 1}/{args.assets}] {gt['category']:9s} IoU front {rows['front'][-1]['iou']:.3f}  "
               f"front+back {rows['front_back'][-1]['iou']:.3f}  autoencoder {rows['autoencoder'][-1]['iou']:.3f}",
               flush=True)
 
     summary = {"model": "images", "weights": os.path.relpath(args.weights, REPO), "frame": rec.frame,
-               "version": rec.model.meta.get("version"),
                "held_out_assets": args.assets,
                "resolution": args.resolution,
                "rows": {k: {m: round(v, 4) for m, v in summarise(r).items()} for k, r in rows.items()},

@@ -1,17 +1,12 @@
-"""Front (+ optional back) image -> triplane code -> coloured mesh, the inference API the backend calls.
+"""Front (+ optional back) image -> latent -> coloured mesh, the inference API the backend calls.
 
     rec = ImagesToAsset.load(autoencoder, device=device)
-    code, info = rec.reconstruct(front_rgba, back_rgba, refine_steps=0)
-    mesh = rec.to_mesh(code, 128)
-    latent = rec.shared_latent(code, mesh)   # what edits start from
+    latent, info = rec.reconstruct(front_rgba, back_rgba, refine_steps=0)
 
-Feed-forward reconstruction takes one pass of the transformer. Its code is the shared latent
-for version 1 checkpoints; version 2 (`ImagePlanes`) predicts a wider code read by its own
-decoder into full planes (the shared latent cannot show thin parts), and the shared latent of
-its result is then encoded from the mesh, as any mesh's is. With refine_steps > 0 the code is
-optimised GTR-style so that differentiable renders of the decoded field match the input
-image(s) in silhouette and colour, with a pull back toward the feed-forward code (the images
-say nothing about the sides, which must not drift).
+Feed-forward reconstruction takes one pass of the transformer. With refine_steps > 0 the
+latent is then optimised GTR-style so that differentiable renders of the decoded field match
+the input image(s) in silhouette and colour, with a pull back toward the feed-forward latent
+(the images say nothing about the sides, which must not drift).
 """
 from __future__ import annotations
 
@@ -24,13 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import WEIGHTS_DIR, load_module, load_network, read_metadata
+from ..checkpoint import WEIGHTS_DIR, load_network
 from ..geometry import grid_points
-from ..mesh import Cancelled, Mesh, extract_mesh
-from ..meshio import SourceMesh, colored_cloud
-from ..triplane.config import AutoencoderConfig
-from ..triplane.inference import LatentField, encode_cloud
-from .model import ImagePlanes, ReconstructorConfig, TriplaneReconstructor
+from ..mesh import Cancelled
+from .model import ReconstructorConfig, TriplaneReconstructor
 from .preprocess import NoObjectError, crop_window, prepare_image
 from .render import Camera, canonical_camera, render_field
 
@@ -55,21 +47,14 @@ OUTLINE_GRID = 32       # occupancy grid the result's outline is projected from 
 @dataclass
 class ImageModel:
     net: TriplaneReconstructor
-    latent_mean: torch.Tensor   # (3, C, 1, 1): the code's normalisation
+    latent_mean: torch.Tensor   # (3, C, 1, 1)
     latent_std: torch.Tensor
     meta: dict
-    decoder: torch.nn.Module | None = None   # version 2: its own decoder (code -> planes); else the autoencoder's
 
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu") -> "ImageModel":
-        hint = "python -m models.train images"
-        if os.path.exists(path) and read_metadata(path).get("config", {}).get("output") == "planes":
-            def build(c):
-                return ImagePlanes(ReconstructorConfig(**c["net"]), AutoencoderConfig(**c["decoder"]))
-            planes = load_module(path, build, device)
-            return cls(planes.net, planes.latent_mean, planes.latent_std, read_metadata(path), planes.decoder)
         net, state, meta = load_network(path, lambda c: TriplaneReconstructor(ReconstructorConfig(**c)), "net",
-                                        device, hint)
+                                        device, "python -m models.train images")
         return cls(net, state["latent_mean"], state["latent_std"], meta)
 
 
@@ -99,29 +84,9 @@ class ImagesToAsset:
 
     @torch.inference_mode()
     def feed_forward(self, front: torch.Tensor, back: torch.Tensor | None = None) -> torch.Tensor:
-        """Prepared images -> code (B, 3, C, R, R), unnormalised (version 1: the shared latent)."""
+        """Prepared images -> latent (1, 3, C, R, R) in the autoencoder's units."""
         z = self.model.net(front, back) if back is not None else self.model.net(front)
         return z * self.model.latent_std + self.model.latent_mean
-
-    def planes(self, code: torch.Tensor) -> torch.Tensor:
-        """Code -> full feature planes, read by the autoencoder's field MLP."""
-        return self.model.decoder(code) if self.model.decoder is not None else self.ae.decode(code)
-
-    def to_mesh(self, code: torch.Tensor, resolution: int = 128, progress=None, cancel=None,
-                min_part: float = 0.0) -> Mesh:
-        with torch.inference_mode():
-            field = LatentField(self.ae, planes=self.planes(code[:1]))
-        return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part)
-
-    def shared_latent(self, code: torch.Tensor, mesh: Mesh, points: int = 2048, seed: int = 0) -> torch.Tensor:
-        """The shared latent (1, 3, 8, 16, 16) of a reconstruction, what edits start from: the
-        code itself (version 1), or the autoencoder's encoding of the mesh's coloured surface."""
-        if self.model.decoder is None:
-            return code[:1]
-        cloud = colored_cloud(SourceMesh(mesh.vertices, mesh.faces, mesh.colors, None), points,
-                              np.random.default_rng(seed))
-        with torch.inference_mode():
-            return encode_cloud(self.ae, cloud)
 
     def prepare_views(self, front: np.ndarray, back: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Images (H, W, 3|4) float in [0, 1] -> {"front": (1, 4, S, S)[, "back": ...]}."""
@@ -162,7 +127,7 @@ class ImagesToAsset:
         is its occupancy on a coarse grid projected along Y (orthographic: the back's is the
         front's mirrored), framed by the same preparation as the input."""
         res = OUTLINE_GRID
-        planes = self.planes(latent)
+        planes = self.ae.decode(latent)
         points = torch.as_tensor(grid_points(res), device=planes.device)
         # within half a cell of the surface: a part thinner than a cell has no grid point inside it
         near = 0.5 * 2.0 / (res - 1)
@@ -192,7 +157,7 @@ class ImagesToAsset:
         the crop window found on a render of the feed-forward latent's own silhouette."""
         cams = {}
         with torch.inference_mode():
-            planes = self.planes(latent)
+            planes = self.ae.decode(latent)
             for name in views:
                 base = canonical_camera(name)
                 _, alpha = render_field(self._query(planes), base, 64)
@@ -216,15 +181,14 @@ class ImagesToAsset:
         anchor = ((latent - mean) / std).detach()
         z = anchor.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=REFINE_LR)
-        frozen = list(self.ae.parameters()) + list(self.model.decoder.parameters() if self.model.decoder else [])
-        for p in frozen:
+        for p in self.ae.parameters():
             p.requires_grad_(False)
         before = None
         try:
             for step in range(steps + 1):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                planes = self.planes(z * std + mean)
+                planes = self.ae.decode(z * std + mean)
                 photo, figures = 0.0, []
                 for name, cam in cams.items():
                     rgb, alpha = render_field(self._query(planes), cam, REFINE_RES, REFINE_SAMPLES)
@@ -242,7 +206,7 @@ class ImagesToAsset:
                 if progress:
                     progress(0.1 + 0.9 * (step + 1) / steps, f"refining {step + 1}/{steps}")
         finally:
-            for p in frozen:
+            for p in self.ae.parameters():
                 p.requires_grad_(True)
         after = _mean_figures(figures)
         return (z.detach() * std + mean), {"before": before, "after": after}

@@ -13,13 +13,8 @@ field as well: the predicted latent goes through the frozen autoencoder decoder 
 compared with the asset's exact SDF and colour at query points, the autoencoder's own
 training loss. Latent MSE weighs every latent number alike, so a thin leg, a few texels,
 counts for little; the decoded loss weighs the shape. --init skips the first stage by
-starting from its weights.
-
-A third stage (--planes-steps, version 2) moves that latent model into `ImagePlanes`: a wider
-triplane code read by its own copy of the autoencoder's decoder into full planes, trained end
-to end on the decoded-field loss alone (the shared latent caps any model that predicts it;
-models/cards/images.md). --planes-init runs only this stage, from a latent model's weights.
-Writes models/weights/images.safetensors (EMA weights and the code's normalisation).
+starting from its weights. Writes models/weights/images.safetensors (EMA weights and the
+latent normalisation).
 """
 from __future__ import annotations
 
@@ -33,19 +28,11 @@ from ..checkpoint import save_model
 from ..data import load_or_build
 from ..images.data import load_or_render
 from ..images.frame import records_in_image_frame
-from ..images.model import ImagePlanes, ReconstructorConfig, TriplaneReconstructor
+from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.loading import load_autoencoder
 from .decoded import DecodedField
-from .flow_loop import (
-    add_runtime_arguments,
-    optimise,
-    planned_run,
-    train,
-    training_device,
-    two_stage_run,
-    weights_bundle,
-)
+from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
 from .text import normalised_asset_latents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -69,18 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoded-points", type=int, default=2048, help="query points per decoded sample")
     p.add_argument("--decoded-lr", type=float, default=2e-4)
     p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
-    p.add_argument("--planes-steps", type=int, default=3500,
-                   help="third stage: the planes model (version 2), from the second stage's weights; 0 stops "
-                        "at the latent model (version 1.3)")
-    p.add_argument("--planes-init", default="",
-                   help="a latent reconstructor's weights (the second stage's): run only the third stage from them")
-    p.add_argument("--planes-batch", type=int, default=12)
-    p.add_argument("--planes-points", type=int, default=2048, help="query points per sample in the third stage")
-    p.add_argument("--planes-lr", type=float, default=5e-5,
-                   help="3e-4 undid the latent model: held-out IoU 0.669 -> 0.603 and its own training "
-                        "loss up 9% after 500 steps")
-    p.add_argument("--code-channels", type=int, default=32,
-                   help="channels of the planes model's triplane code (the latent's 8 and new ones)")
     p.add_argument("--frame", choices=("image", "asset"), default="image",
                    help="targets in the image frame (size and place a cropped image can tell; "
                         "models/images/frame.py) or as the assets sit in the cube (checkpoints before 1.2)")
@@ -91,8 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.planes_init:
-        return run_planes_stage(args, args.planes_init)
     device = training_device(args)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -146,68 +119,7 @@ def run(args: argparse.Namespace) -> int:
         first = ImageModel.load(path, device)
         return first.net, first.meta
 
-    latent_out = os.path.join(args.run_dir, "latent_model.safetensors") if args.planes_steps else args.out
-    two_stage_run(argparse.Namespace(**{**vars(args), "out": latent_out}), device,
-                  lambda: TriplaneReconstructor(cfg).to(device), load_weights,
+    two_stage_run(args, device, lambda: TriplaneReconstructor(cfg).to(device), load_weights,
                   lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
                   args.decoded_steps, args.decoded_lr, warmup=(200, 100), save_every=(500, 250))
-    if args.planes_steps:
-        del images, data, field, target
-        return run_planes_stage(args, latent_out)
-    return 0
-
-
-def run_planes_stage(args: argparse.Namespace, latent_weights: str) -> int:
-    """Stage 3 (version 2): the latent model's weights moved into `ImagePlanes` (its output
-    unchanged at step 0), then trained end to end, with its own decoder, on the decoded-field
-    loss alone, every sample of the batch decoded. With --time-budget / --deadline the step
-    count is fitted to the time left (the stage's own seed: args.seed + 2)."""
-    t0 = time.time()
-    # the data first: worker processes are forked before CUDA starts
-    images = load_or_render("train", args.assets, args.variants, args.cache, args.workers)
-    data = load_or_build("train", args.assets, args.cache, args.workers)
-    if args.frame == "image":
-        data = records_in_image_frame(data)
-    print(f"data ready in {time.time() - t0:.0f}s", flush=True)
-    device = training_device(args)
-    torch.manual_seed(args.seed + 2)   # the new head rows' initialisation
-    ae = load_autoencoder(device=device)
-    latent_model = ImageModel.load(latent_weights, device)
-    model = ImagePlanes.from_latent_model(latent_model.net, latent_model.latent_mean, latent_model.latent_std, ae,
-                                          args.code_channels).to(device).train()
-    field = DecodedField(ae, data, latent_model.latent_mean, latent_model.latent_std, args.planes_points,
-                         device=device if device.type == "cuda" else None)
-    images = torch.from_numpy(images).to(device)
-    del data
-    n_assets = images.shape[0]
-    print(f"planes stage from {latent_weights} ({latent_model.meta.get('version')}) on {device}", flush=True)
-
-    def make_step(net, opt, sched, rng, _gen):
-        def step():
-            b = args.planes_batch
-            idx = torch.from_numpy(rng.integers(0, n_assets, b))
-            vf = torch.from_numpy(rng.integers(0, args.variants, b))
-            vb = torch.from_numpy(rng.integers(0, args.variants, b))
-            has_back = torch.from_numpy(rng.random(b) < args.back_rate).to(device)
-            planes = net(images[idx, 0, vf].float(), images[idx, 1, vb].float(), has_back)
-            loss = 10.0 * field.planes_loss(planes, idx.numpy(), rng)
-            optimise(net, opt, sched, loss)
-            return loss
-        return step
-
-    stage = argparse.Namespace(**{**vars(args), "steps": args.planes_steps, "schedule_steps": args.planes_steps,
-                                  "lr": args.planes_lr, "seed": args.seed + 2})
-    sched, train_step = planned_run(stage, device, model, make_step, warmup=200)
-    config = {"output": "planes", "net": model.net.cfg.to_dict(), "decoder": model.decoder_cfg.to_dict()}
-    first = latent_model.meta
-
-    def save(ema, step, elapsed):
-        save_model(ema, args.out, config, half=True, seed=args.seed, steps=first.get("steps"),
-                   decoded_steps=first.get("decoded_steps"), planes_steps=step, planes_batch=args.planes_batch,
-                   planes_points=args.planes_points, planes_lr=args.planes_lr, code_channels=args.code_channels,
-                   assets=args.assets, variants=args.variants, back_rate=args.back_rate, frame=args.frame,
-                   latent_model=os.path.basename(latent_weights), latent_model_version=first.get("version"),
-                   train_seconds=round(elapsed), device=device.type, version="2.0")
-
-    train(stage, model, sched, train_step, save_every=250, save=save)
     return 0

@@ -20,7 +20,9 @@ SOURCES=${SOURCES:-3000}
 DEVICE=${DEVICE:-cuda}
 export PYTHONUNBUFFERED=1
 # one BLAS/OpenMP thread per process: with a thread pool per data worker on every core, the
-# first try on a 16-core machine built the asset data 5x slower than this 2-core machine per core
+# first try on a 16-core machine built the asset data 5x slower than this 2-core machine per core,
+# and a second (2026-11-27, images only) printed nothing in 10 minutes. The data workers now pin
+# themselves (models/parallel.py); these also cover the trainings' own processes.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 mkdir -p "$OUT" "$CACHE"
 START=$(date +%s)

@@ -371,7 +371,7 @@ def _edit_source(ctx: JobContext, req: dict, ae):
         with ctx.timed("surface"):
             surface = mesh_surface(src, req["seed"], check=ctx.check_cancel)
         lineage = {"source_mesh": os.path.abspath(req["mesh"]), "source_mesh_sha256": _sha256(req["mesh"]),
-                   "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": []}
+                   "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": [], "shape_kept": True}
         return EditSource(latent, latent, surface, src.normalisation, lineage, fit_iou, [])
     with ctx.timed("read"):
         latent, reference, meta = load_latent_with_reference(req["asset"], expected_shape=ae.cfg.latent_shape)
@@ -381,7 +381,10 @@ def _edit_source(ctx: JobContext, req: dict, ae):
     lineage = {"source_latent": os.path.abspath(req["asset"]), "source_op": meta.get("op"),
                "prompt": meta.get("prompt"), "source_mesh": meta.get("source_mesh"),
                "source_mesh_sha256": meta.get("source_mesh_sha256"),
-               "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])]}
+               "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])],
+               # whether every edit so far kept the shape (recolours only): then the reference's
+               # shape is the chain's; unknown for edits saved before this was recorded
+               "shape_kept": bool(meta.get("shape_kept", meta.get("op") != "edit"))}
     surface, warnings = None, []
     if meta.get("shown_over") == "source_mesh" and norm is not None:
         surface, warnings = _chained_surface(ctx, req, meta, norm)
@@ -448,20 +451,22 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
         edited, warnings = editor.edit_latent(latent, req["instruction"], seed=req["seed"], strength=float(req["strength"]),
                                               steps=steps, guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"),
                                               cancel=ctx.cancelled)
+    edit_path = editor.path(req["instruction"])
+    lineage["shape_kept"] = keep_shape = lineage["shape_kept"] and edit_path == "grounded_recolour"
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
         # shown over the chain's first latent, or the user's mesh it started from: what no edit
-        # changed stays as it was
+        # changed stays as it was (and after recolours only, the shape all of it)
         mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
                                      progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled, min_part=min_part,
-                                     surface=source.surface)
+                                     surface=source.surface, keep_shape=keep_shape)
     warnings = [*source.warnings, *warnings]
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
     shape_share, colour_share = shown.share_edited()
     meta = {"op": "edit", "model": "kiln-edit", "model_version": editor.model.meta.get("version"),
-            "edit_path": editor.path(req["instruction"]),
+            "edit_path": edit_path,
             "autoencoder_config": ae.cfg.to_dict(), "instruction": req["instruction"], "strength": req["strength"],
             "seed": req["seed"], "steps": steps, "guidance": guidance, "resolution": req["resolution"],
             "min_part": min_part, "warnings": warnings, **lineage,

@@ -111,3 +111,27 @@ def test_recolouring_an_asset_with_no_surface_leaves_it_as_it_was(editor, autoen
     monkeypatch.setattr(recolour, "sdf_grid", lambda sdf_fn, res: np.ones((res,) * 3, np.float32))
     out, _ = editor.edit_latent(latent, "make it blue", seed=0)
     assert torch.equal(out, latent)
+
+
+def test_calibration_brings_the_decoded_colour_to_the_one_asked_for(editor, autoencoder):
+    """The autoencoder decodes colours off the world's 12-colour palette inexactly; the recolour's
+    calibration steps correct the encoded colours by what the decoding still misses. Measured:
+    mean error to the colour painted 0.078 without them, 0.069 with two (navy, olive, salmon)."""
+    from dataclasses import replace
+
+    from models.edit.recolour import grounded_recolour
+
+    _, pts, latent = held_out_mug(autoencoder)
+    r = editor.recolourer
+    errors = {0: [], 2: []}
+    for name in ("navy", "olive", "salmon"):
+        instruction = f"make it {name}"
+        enc = shared_encoder().encode([instruction])
+        asked = read(r.grounding, autoencoder, latent, pts, instruction)[1]   # the colour the edit paints
+        assert np.abs(asked - np.asarray(colour_lexicon()[name])).mean() < 0.1
+        for steps in errors:
+            out = grounded_recolour(r.ae, r.grounding, latent, enc.tokens, enc.mask, 1.0,
+                                    replace(r.cfg, calibration_steps=steps))
+            errors[steps].append(float(np.abs(LatentField(autoencoder, out).rgb(pts[:2048]) - asked).mean()))
+    assert all(a < b for a, b in zip(errors[2], errors[0])), errors
+    assert np.mean(errors[2]) < 0.92 * np.mean(errors[0]), errors

@@ -10,6 +10,10 @@ asset takes the signed distance from the edited field where it moved more than
 (two masks: a recolour must not bring its shape drift along), grown by `dilation` cells and
 blended over one cell; everywhere else it is the reference itself.
 
+An edit that cannot change the shape (a grounded recolour, `keep_shape`) takes no shape from
+the edited field at all: its latent still drifts a little in shape, and where that drift passes
+the threshold it would otherwise show.
+
 The reference is the asset the chain of edits started from (a generated or fitted latent), so
 five chained edits still show the original wherever none of them changed it. For a user's mesh
 the shown field can start from the mesh itself instead (`surface`, a `meshio.MeshField`): the
@@ -91,11 +95,13 @@ class CompositeField:
     `share_edited()` says how much of the cube took the edit's shape and colour."""
 
     def __init__(self, ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor,
-                 cfg: CompositeConfig = CompositeConfig(), surface=None):
+                 cfg: CompositeConfig = CompositeConfig(), surface=None, keep_shape: bool = False):
         self.ae, self.cfg, self.surface = ae, cfg, surface
         with torch.inference_mode():
             self.planes = ae.decode(torch.cat([reference[:1].to(edited.device), edited[:1]]))
         self.shape_mask, self.colour_mask = change_masks(ae, self.planes, cfg)
+        if keep_shape:
+            self.shape_mask = torch.zeros_like(self.shape_mask)
 
     @torch.inference_mode()
     def _shown(self, points: np.ndarray, want: int) -> torch.Tensor:
@@ -141,16 +147,16 @@ def mesh_surface(src: SourceMesh, seed: int = 0, check=None) -> MeshField:
 
 
 def shown_field(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, composite: bool = True,
-                cfg: CompositeConfig = CompositeConfig()):
+                cfg: CompositeConfig = CompositeConfig(), keep_shape: bool = False):
     """The field an edit is meshed from: composited over its reference, or (composite=False) the
     edited latent's own decoding."""
-    return CompositeField(ae, reference, edited, cfg) if composite else LatentField(ae, edited)
+    return CompositeField(ae, reference, edited, cfg, keep_shape=keep_shape) if composite else LatentField(ae, edited)
 
 
 def composite_mesh(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, resolution: int = 128,
                    progress=None, cancel=None, min_part: float = 0.0, cfg: CompositeConfig = CompositeConfig(),
-                   surface=None) -> tuple[Mesh, CompositeField]:
+                   surface=None, keep_shape: bool = False) -> tuple[Mesh, CompositeField]:
     """The coloured mesh of an edit composited over its reference, or over `surface` (the
     backend's edit output)."""
-    field = CompositeField(ae, reference, edited, cfg, surface)
+    field = CompositeField(ae, reference, edited, cfg, surface, keep_shape)
     return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part), field

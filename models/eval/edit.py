@@ -233,6 +233,12 @@ def _mean(rows, key):
     return round(float(np.mean(v)), 4) if v else None
 
 
+def keeps_shape(editor: LatentEditor, instructions: list[str]) -> bool:
+    """Whether a chain of these edits is shown with its reference's shape, as the backend shows
+    it: every one of them a grounded recolour."""
+    return all(editor.path(i) == "grounded_recolour" for i in instructions)
+
+
 def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
     return encode_cloud(ae, cloud)
 
@@ -261,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
             z_src, z_oracle = encoded(ae, src_cloud), encoded(ae, tgt_cloud)
             z_edit, warnings = editor.edit_latent(z_src, pair.instruction, seed=0, **kw)
             probe = Probe(Asset(pair.before), Asset(pair.after), before_pts[:4096], tgt_cloud[:4096, :3], key.source)
-            shown = shown_field(ae, z_src, z_edit, composite=not args.no_composite)
+            shown = shown_field(ae, z_src, z_edit, composite=not args.no_composite,
+                                keep_shape=keeps_shape(editor, [pair.instruction]))
             row = judge(pair, probe, LatentField(ae, z_src), shown, LatentField(ae, z_oracle), grid)
             rows.append({**row, "warned": bool(warnings)})
         summary[name] = summarise(rows)
@@ -292,17 +299,19 @@ def chained(ae, editor: LatentEditor, args, kw) -> dict:
         original = Asset(spec)
         z = z0 = encoded(ae, coloured_cloud(original, pts))
         src_field = LatentField(ae, z)
-        current = spec
+        current, instructions = spec, []
         for step in range(args.chain_length):
             pair = edit_for(PairKey("test", index, step, "heldout"), current)
             if pair is None:
                 break
             z, _ = editor.edit_latent(z, pair.instruction, seed=step, **kw)
+            instructions.append(pair.instruction)
             current = pair.after
             after = Asset(current)
             after_pts = pts[np.abs(after.query(pts, with_colour=False)[0]) < 2e-3]
             probe = Probe(original, after, pts[:4096], after_pts[:4096] if len(after_pts) else pts[:16], index)
-            kept = preservation(probe, src_field, shown_field(ae, z0, z, composite=not args.no_composite))
+            kept = preservation(probe, src_field, shown_field(ae, z0, z, composite=not args.no_composite,
+                                                              keep_shape=keeps_shape(editor, instructions)))
             if "untouched_iou" in kept:
                 per_step_iou[step].append(kept["untouched_iou"])
             if "untouched_colour_l1" in kept:
@@ -325,9 +334,10 @@ def external_mesh_recolours(ae, editor: LatentEditor, kw, instruction: str = "ma
         inside = sdf < 0
         z, _ = encode_source_mesh(ae, src, fit_steps=60, seed=0)
         z_edit, _ = editor.edit_latent(z, instruction, seed=0, **kw)
+        keep = keeps_shape(editor, [instruction])
         fields = {"fit": LatentField(ae, z), "edit_latent_only": LatentField(ae, z_edit),
-                  "edit_over_fit": CompositeField(ae, z, z_edit),
-                  "edit_over_mesh": CompositeField(ae, z, z_edit, surface=mesh_surface(src))}
+                  "edit_over_fit": CompositeField(ae, z, z_edit, keep_shape=keep),
+                  "edit_over_mesh": CompositeField(ae, z, z_edit, surface=mesh_surface(src), keep_shape=keep)}
         out[name] = {k: round(occupancy_iou(f.sdf(pts) < 0, inside), 4) for k, f in fields.items()}
     out["mean"] = {k: round(float(np.mean([r[k] for r in out.values()])), 4) for k in next(iter(out.values()))}
     return out
@@ -343,7 +353,7 @@ def out_of_domain(ae, editor: LatentEditor, kw, composite: bool) -> dict:
             pts = source_points(spec, PairKey("test", TEST_BASE + 9000 + i, 0))
             z = encoded(ae, coloured_cloud(Asset(spec), pts))
             z_edit, warnings = editor.edit_latent(z, text, seed=0, **kw)
-            shown = shown_field(ae, z, z_edit, composite)
+            shown = shown_field(ae, z, z_edit, composite, keep_shape=keeps_shape(editor, [text]))
             ious.append(occupancy_iou(LatentField(ae, z).sdf(grid) < 0, shown.sdf(grid) < 0))
             warned.append(bool(warnings))
         out[text] = {"warned": float(np.mean(warned)), "iou_with_source": round(float(np.mean(ious)), 4)}

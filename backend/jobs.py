@@ -435,7 +435,7 @@ def _model_device(model):
 
 def run_edit(ctx: JobContext, req: dict) -> dict:
     """Kiln latent or any mesh + instruction -> edited latent -> mesh (in the source's own frame)."""
-    from models.edit.composite import composite_mesh
+    from models.edit.composite import CompositeField, composite_mesh, recoloured_mesh
     from models.edit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     with ctx.timed("load_model"):
@@ -458,9 +458,13 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     with ctx.timed("mesh"):
         # shown over the chain's first latent, or the user's mesh it started from: what no edit
         # changed stays as it was (and after recolours only, the shape all of it)
-        mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
-                                     progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled, min_part=min_part,
-                                     surface=source.surface, keep_shape=keep_shape)
+        if keep_shape and source.surface is not None:  # recolours of a user's mesh: its own triangles
+            shown = CompositeField(ae, source.reference, edited, surface=source.surface, keep_shape=True)
+            mesh = recoloured_mesh(shown, source.surface.src)
+        else:
+            mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
+                                         progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled,
+                                         min_part=min_part, surface=source.surface, keep_shape=keep_shape)
     warnings = [*source.warnings, *warnings]
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)

@@ -250,6 +250,7 @@ class MeshField:
         self.shell = ndimage.binary_dilation(shell)  # close pinholes between sampled surface voxels
         check()
         self.solid = ndimage.binary_fill_holes(self.shell)
+        self.src = src  # the mesh itself: a recolour returns its own triangles (edit.composite.recoloured_mesh)
         self.max_distance, self.plane_distance = max_distance, plane_distance
         check()
 

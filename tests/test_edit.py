@@ -8,8 +8,9 @@ import pytest
 import torch
 import trimesh
 
+from backend.protocol import read_kmesh
 from models.data import coloured_cloud
-from models.edit.composite import CompositeField, composite_mesh, mesh_surface
+from models.edit.composite import CompositeField, composite_mesh, mesh_surface, recoloured_mesh
 from models.edit.data import PairKey, source_points
 from models.edit.pipeline import EmptyInstructionError, LatentEditor
 from models.geometry import grid_points
@@ -115,6 +116,11 @@ def test_an_edit_of_a_user_mesh_keeps_the_mesh_where_it_did_not_act(editor, auto
     mesh, _ = composite_mesh(autoencoder, z, red, 64, surface=mesh_surface(src))
     share = nearest_colour_share(mesh.colors)
     assert max(share, key=share.get) == "red", share
+    # as the backend returns a recolour of a user's mesh: Suzanne's own triangles, recoloured
+    own = recoloured_mesh(CompositeField(autoencoder, z, red, surface=mesh_surface(src), keep_shape=True), src)
+    assert np.array_equal(own.faces, src.faces) and np.array_equal(own.vertices, src.vertices.astype(np.float32))
+    share = nearest_colour_share(own.colors)
+    assert max(share, key=share.get) == "red" and share["red"] > 0.8, share
 
 
 def test_make_it_taller_grows_height_and_keeps_width(editor, autoencoder):
@@ -229,6 +235,11 @@ def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
         proc.send("edit", "e6", mesh=str(path), instruction="paint it green", resolution=64, preview=False)
         ev6 = proc.wait_for("e6", timeout=120)
         assert ev6["event"] == "result" and load_latent(ev6["latent"])[1]["shape_kept"] is True, ev6
+        # a recolour of a user's mesh returns the mesh itself: its 8 corners and 12 triangles, in place, green
+        assert (ev6["mesh"]["vertices"], ev6["mesh"]["faces"]) == (8, 12), ev6["mesh"]
+        assert np.allclose(ev6["mesh"]["bounds"], box.bounds, atol=1e-3), (ev6["mesh"]["bounds"], box.bounds)
+        rgb = np.asarray(read_kmesh(ev6["mesh_file"])["colours"]).reshape(-1, 4)[:, :3]
+        assert (rgb[:, 1] > rgb[:, [0, 2]].max(1) + 0.1).all(), rgb
         assert meta["source_mesh"] == str(path)
         # a fitted mesh's edits keep all its parts (no floater clean-up), both from the mesh and its latent
         assert meta["min_part"] == 0 and load_latent(ev["latent"])[1]["min_part"] == 0

@@ -135,6 +135,20 @@ class CompositeField:
         return float((self.shape_mask > 0.5).float().mean()), float((self.colour_mask > 0.5).float().mean())
 
 
+def recoloured_mesh(field: CompositeField, src: SourceMesh) -> Mesh:
+    """A recolour of a user's mesh (shown with keep_shape: the shape is the mesh's) returned as the
+    mesh itself: its own triangles, its own vertex colours where the edit did not recolour, and
+    the edited latent's colour where it did, blended by the colour mask as the composite shows it.
+    No remeshing, so the artist's topology, vertex count and layout survive the edit."""
+    with torch.inference_mode():
+        p = torch.as_tensor(np.asarray(src.vertices, np.float32), device=field.planes.device)
+        w = _sample(field.colour_mask, p)[:, None].float().cpu().numpy()
+        edited = _query_one(field.ae, field.planes[1:], p, field.cfg.chunk)[1].float().cpu().numpy()
+    colours = src.colors + w * (edited - src.colors)
+    return Mesh(np.asarray(src.vertices, np.float32), np.asarray(src.faces, np.int32),
+                np.clip(colours, 0.0, 1.0).astype(np.float32))
+
+
 # the surface field's distances are exact up to this far from the mesh: past the coarsest
 # cell of mesh extraction's surface search (0.112 at 32^3), which is as far as they are read
 SURFACE_MAX_DISTANCE = 0.15

@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -82,6 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recolours by the flow model too, as before the grounding network")
     p.add_argument("--no-composite", action="store_true",
                    help="judge the edited latent's own decoding, not the edit composited over its source")
+    p.add_argument("--calibration-steps", type=int, default=None,
+                   help="grounded recolours' colour calibration steps (default: the pipeline's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
@@ -248,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
     ae = load_autoencoder(device=device)
     editor = LatentEditor.load(args.weights, device, autoencoder=ae,
                                grounding_path=None if args.no_grounding else args.grounding_weights)
+    if args.calibration_steps is not None and editor.recolourer is not None:
+        editor.recolourer.cfg = replace(editor.recolourer.cfg, calibration_steps=args.calibration_steps)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
     if args.no_gate:
@@ -256,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw,
                "composite": not args.no_composite,
-               "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO)}
+               "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO),
+               "calibration_steps": editor.recolourer.cfg.calibration_steps if editor.recolourer else None}
     all_rows = []
     for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
         rows = []

@@ -430,10 +430,14 @@ def edit_foreign_mesh():
     kiln.api.wait(job)
     obj = bpy.data.objects["Plain Cube"]
     lo1, hi1 = bounds(vertices(obj))
-    assert len(obj.data.vertices) > 8 and [m.type for m in obj.modifiers] == ["BEVEL"]
+    # a recolour returns the mesh itself (its 8 corners, recoloured), the modifier kept
+    assert len(obj.data.vertices) == 8 and [m.type for m in obj.modifiers] == ["BEVEL"]
+    rgba = colours(obj)
+    blue = sum(1 for i in range(0, len(rgba), 4) if rgba[i + 2] > max(rgba[i], rgba[i + 1]) + 0.1)
+    assert blue == len(rgba) // 4, list(rgba)
     err = max(max(abs(a - b) for a, b in zip(lo0, lo1)), max(abs(a - b) for a, b in zip(hi0, hi1)))
-    assert err < 0.3, (lo0, hi0, lo1, hi1)  # still in the cube's own frame and scale
-    return {"bounds_error": round(err, 3), "vertices": len(obj.data.vertices)}
+    assert err < 1e-3, (lo0, hi0, lo1, hi1)  # in the cube's own frame and scale, exactly
+    return {"bounds_error": round(err, 5), "vertices": len(obj.data.vertices)}
 
 
 def cancel_job():

@@ -37,7 +37,7 @@ from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
-from .recolour import RecolourConfig, grounded_recolour, recolour_probability
+from .recolour import RecolourConfig, grounded_recolour, reads_as_recolour
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
 # One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
@@ -213,7 +213,7 @@ class LatentEditor:
         by the source recoloured where it points (models/edit/recolour.py), not the flow's delta:
         the flow model recolours all or nothing (held-out part recolours 0 of 6)."""
         r = self.recolourer
-        recolour = recolour_probability(r.grounding, enc.tokens, enc.mask) > 0.5
+        recolour = reads_as_recolour(r.grounding, enc.tokens, enc.mask)
         for i in torch.nonzero(recolour & (weights > 0)).view(-1).tolist():
             if cancel is not None and cancel():
                 raise Cancelled()
@@ -226,8 +226,7 @@ class LatentEditor:
         if self.recolourer is None or not instruction.strip():
             return "flow"
         enc = self.encoder.encode([instruction])
-        return "grounded_recolour" if float(recolour_probability(self.recolourer.grounding, enc.tokens, enc.mask)) > 0.5 \
-            else "flow"
+        return "grounded_recolour" if bool(reads_as_recolour(self.recolourer.grounding, enc.tokens, enc.mask)) else "flow"
 
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)

@@ -53,6 +53,11 @@ def recolour_probability(model: PartGrounding, tokens: torch.Tensor, mask: torch
     return kind.softmax(-1)[:, list(RECOLOUR_KINDS)].sum(-1)
 
 
+def reads_as_recolour(model: PartGrounding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the instructions the grounded recolour path takes (the rest go to the flow model)."""
+    return recolour_probability(model, tokens, mask) > 0.5
+
+
 @torch.inference_mode()
 def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                     mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0):

@@ -266,6 +266,41 @@ def replace_mesh(obj, arrays: dict | None, transform: Matrix | None, mesh=None) 
     # (not renamed: Blender 3.4 would hand the old mesh the suffix instead)
 
 
+def has_same_mesh(mesh, arrays: dict) -> bool:
+    """Whether a result is this mesh's own geometry: the same vertices in the same order (to float
+    precision of the backend's normalisation round trip) and the same triangles. A recolour of a
+    user's mesh comes back so: only its colours are new."""
+    nv, nf = len(mesh.vertices), arrays["n_faces"]
+    if arrays["n_vertices"] != nv or arrays.get("colours") is None:
+        return False
+    mesh.calc_loop_triangles()
+    if len(mesh.loop_triangles) != nf:
+        return False
+    tri = array("i", [0]) * (3 * nf)
+    mesh.loop_triangles.foreach_get("vertices", tri)
+    if tri != array("i", arrays["faces"]):
+        return False
+    co = array("f", [0.0]) * (3 * nv)
+    mesh.vertices.foreach_get("co", co)
+    tol = 1e-4 * max(1.0, max(co) - min(co))
+    return all(abs(a - b) <= tol for a, b in zip(co, arrays["vertices"]))
+
+
+def paint_in_place(obj, arrays: dict) -> None:
+    """A result that is the object's own mesh recoloured: its colours are written onto the mesh,
+    which keeps everything else it carries (UVs, vertex groups, shape keys, seams, creases,
+    custom normals). Shown by the Kiln material, as a replaced mesh is; a mesh other objects
+    share is copied first, so they keep their colours."""
+    check_replaceable(obj)
+    if obj.data.users > 1:
+        obj.data = obj.data.copy()
+    mesh = obj.data
+    set_point_colours(mesh, arrays["colours"])
+    if not any(m is not None and m.get("kiln_material") for m in mesh.materials):
+        mesh.materials.clear()
+        mesh.materials.append(kiln_material())
+
+
 def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:
     """Job metadata as custom properties (kept in the .blend): what Edit and Regenerate need."""
     req = job.request

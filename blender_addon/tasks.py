@@ -274,6 +274,9 @@ class Manager:
             importer.check_replaceable(obj)
             transform, frame = importer.result_frame(job, meta, obj)
             name = obj.data.name
+            if transform is None and importer.has_same_mesh(obj.data, arrays):
+                importer.paint_in_place(obj, arrays)  # a recolour of the object's own mesh
+                return self._imported(job, obj, frame)
         else:
             transform, frame = importer.result_frame(job, meta)
             name = tgt.get("name") or "Kiln Asset"
@@ -296,7 +299,12 @@ class Manager:
             view_layer = _view_layer(scene)
             obj = importer.create_object(name, None, None, coll, tgt.get("location", (0.0, 0.0, 0.0)),
                                          view_layer=view_layer if tgt.get("select", True) else None, mesh=mesh)
-        importer.store_metadata(obj, job, res, meta, frame)
+        return self._imported(job, obj, frame)
+
+    def _imported(self, job: Job, obj, frame: dict) -> bool:
+        """Metadata, undo step and reports once a result is in the scene as `obj`."""
+        res = job.result
+        importer.store_metadata(obj, job, res, res.get("_latent_meta") or {}, frame)
         job.object_name = obj.name
         self.imported += 1
         if not self.synchronous:

@@ -418,6 +418,9 @@ def edit_foreign_mesh():
     obj = bpy.context.active_object
     obj.name = "Plain Cube"
     bpy.ops.object.modifier_add(type="BEVEL")
+    obj.vertex_groups.new(name="Kiln Test Group").add([0, 1, 2], 1.0, "REPLACE")
+    mesh_name, uv_names = obj.data.name, [uv.name for uv in obj.data.uv_layers]
+    assert uv_names  # the primitive comes with a UV map
     lo0, hi0 = bounds(vertices(obj))
     if not state["edit_available"]:
         text = expect_error(lambda: bpy.ops.kiln.edit(instruction="make it blue"), "model_unavailable")
@@ -430,8 +433,12 @@ def edit_foreign_mesh():
     kiln.api.wait(job)
     obj = bpy.data.objects["Plain Cube"]
     lo1, hi1 = bounds(vertices(obj))
-    # a recolour returns the mesh itself (its 8 corners, recoloured), the modifier kept
+    # a recolour returns the mesh itself (its 8 corners, recoloured), the modifier kept, and is
+    # painted onto the object's own mesh: its UV map and vertex group survive
     assert len(obj.data.vertices) == 8 and [m.type for m in obj.modifiers] == ["BEVEL"]
+    assert obj.data.name == mesh_name and [uv.name for uv in obj.data.uv_layers] == uv_names
+    assert [g.name for g in obj.vertex_groups] == ["Kiln Test Group"]
+    assert obj.data.materials[0].get("kiln_material")
     rgba = colours(obj)
     blue = sum(1 for i in range(0, len(rgba), 4) if rgba[i + 2] > max(rgba[i], rgba[i + 1]) + 0.1)
     assert blue == len(rgba) // 4, list(rgba)

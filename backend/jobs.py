@@ -382,7 +382,7 @@ def _edit_source(ctx: JobContext, req: dict, ae):
                "prompt": meta.get("prompt"), "source_mesh": meta.get("source_mesh"),
                "source_mesh_sha256": meta.get("source_mesh_sha256"),
                "edits": [*meta.get("edits", []), *([meta["instruction"]] if meta.get("instruction") else [])],
-               # whether every edit so far kept the shape (recolours only): then the reference's
+               # whether every edit so far kept the shape (colour edits only): then the reference's
                # shape is the chain's; unknown for edits saved before this was recorded
                "shape_kept": bool(meta.get("shape_kept", meta.get("op") != "edit"))}
     surface, warnings = None, []
@@ -437,6 +437,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     """Kiln latent or any mesh + instruction -> edited latent -> mesh (in the source's own frame)."""
     from models.edit.composite import CompositeField, composite_mesh, recoloured_mesh
     from models.edit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from models.edit.recolour import SHAPE_KEEPING_PATHS
 
     with ctx.timed("load_model"):
         ae = ctx.registry.autoencoder()
@@ -452,13 +453,13 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
                                               steps=steps, guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"),
                                               cancel=ctx.cancelled)
     edit_path = editor.path(req["instruction"])
-    lineage["shape_kept"] = keep_shape = lineage["shape_kept"] and edit_path == "grounded_recolour"
+    lineage["shape_kept"] = keep_shape = lineage["shape_kept"] and edit_path in SHAPE_KEEPING_PATHS
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
         # shown over the chain's first latent, or the user's mesh it started from: what no edit
-        # changed stays as it was (and after recolours only, the shape all of it)
-        if keep_shape and source.surface is not None:  # recolours of a user's mesh: its own triangles
+        # changed stays as it was (and after colour edits only, the shape all of it)
+        if keep_shape and source.surface is not None:  # colour edits of a user's mesh: its own triangles
             shown = CompositeField(ae, source.reference, edited, surface=source.surface, keep_shape=True)
             mesh = recoloured_mesh(shown, source.surface.src)
         else:

@@ -42,9 +42,8 @@ def held_out_mug(autoencoder):
 def read(grounding, autoencoder, latent, points, instruction):
     enc = shared_encoder().encode([instruction])
     with torch.inference_mode():
-        logits, colour, kind = grounding(autoencoder.decode(latent), latent, torch.as_tensor(points)[None],
-                                         enc.tokens, enc.mask)
-    return torch.sigmoid(logits[0]).numpy(), colour[0].numpy(), GROUNDED_KINDS[int(kind[0].argmax())]
+        out = grounding(autoencoder.decode(latent), latent, torch.as_tensor(points)[None], enc.tokens, enc.mask)
+    return torch.sigmoid(out.region[0]).numpy(), out.colour[0].numpy(), GROUNDED_KINDS[int(out.kind[0].argmax())]
 
 
 def test_grounding_finds_the_named_part_and_reads_the_colour(grounding, autoencoder):
@@ -115,8 +114,9 @@ def test_recolouring_an_asset_with_no_surface_leaves_it_as_it_was(editor, autoen
 
 def test_calibration_brings_the_decoded_colour_to_the_one_asked_for(editor, autoencoder):
     """The autoencoder decodes colours off the world's 12-colour palette inexactly; the recolour's
-    calibration steps correct the encoded colours by what the decoding still misses. Measured:
-    mean error to the colour painted 0.078 without them, 0.069 with two (navy, olive, salmon)."""
+    calibration steps correct the encoded colours by what the decoding still misses, keeping the
+    step that misses least. Measured over these ten names: mean error to the colour painted
+    0.089 without them, 0.079 with two (sky blue 0.093 -> 0.044); none worse by over 0.002."""
     from dataclasses import replace
 
     from models.edit.recolour import grounded_recolour
@@ -124,14 +124,79 @@ def test_calibration_brings_the_decoded_colour_to_the_one_asked_for(editor, auto
     _, pts, latent = held_out_mug(autoencoder)
     r = editor.recolourer
     errors = {0: [], 2: []}
-    for name in ("navy", "olive", "salmon"):
+    for name in ("navy", "olive", "salmon", "grey", "lavender", "brown", "dark green", "mustard", "sky blue",
+                 "maroon"):
         instruction = f"make it {name}"
         enc = shared_encoder().encode([instruction])
         asked = read(r.grounding, autoencoder, latent, pts, instruction)[1]   # the colour the edit paints
-        assert np.abs(asked - np.asarray(colour_lexicon()[name])).mean() < 0.1
+        assert np.abs(asked - np.asarray(colour_lexicon().get(name, COLOURS.get(name)))).mean() < 0.1, name
         for steps in errors:
             out = grounded_recolour(r.ae, r.grounding, latent, enc.tokens, enc.mask, 1.0,
                                     replace(r.cfg, calibration_steps=steps))
             errors[steps].append(float(np.abs(LatentField(autoencoder, out).rgb(pts[:2048]) - asked).mean()))
-    assert all(a < b for a, b in zip(errors[2], errors[0])), errors
-    assert np.mean(errors[2]) < 0.92 * np.mean(errors[0]), errors
+    assert all(a < b + 0.005 for a, b in zip(errors[2], errors[0])), errors
+    assert np.mean(errors[2]) < 0.93 * np.mean(errors[0]), errors
+
+
+def test_pattern_edits_label_the_points_the_pattern_paints():
+    """Adding a pattern paints the points the after asset paints on the named part; removing one
+    paints the points it painted, each with its part's own colour (what the exact edit shows)."""
+    from models.edit.grounding_data import grounding_target, point_colour_labels, region_labels
+    from models.world.edits import sample_edit
+
+    rng = np.random.default_rng(3)
+    checked = set()
+    for index in range(400):
+        spec = sample_asset_spec("train", index)
+        for kind in ("add_pattern", "remove_pattern"):
+            pair = sample_edit(spec, np.random.default_rng([index, 7]), "train", "train", kind)
+            if pair is None or kind in checked:
+                continue
+            pts = rng.uniform(-1, 1, (20000, 3)).astype(np.float32)
+            pts = pts[np.abs(Asset(spec).query(pts, with_colour=False)[0]) < 0.03]
+            labels, target = point_labels(spec, pts), grounding_target(pair)
+            assert GROUNDED_KINDS[target.kind] == kind
+            region = region_labels(target, labels) > 0.5
+            on_part = labels.part == labels.names.index(pair.details["part"])
+            before, after = Asset(pair.before).query(pts)[1], Asset(pair.after).query(pts)[1]
+            changed = np.abs(after - before).sum(1) > 1e-6
+            # the region is on the part and is exactly the points whose colour the exact edit changes
+            assert region.any() and not (region & ~on_part).any()
+            assert np.array_equal(region, changed)
+            painted = point_colour_labels(target, labels)[region]
+            assert np.allclose(painted, after[region], atol=2e-3)
+            checked.add(kind)
+        if len(checked) == 2:
+            break
+    assert checked == {"add_pattern", "remove_pattern"}
+
+
+def _stripe_share(autoencoder, latent, pts, stripes, colour):
+    """Shares of the stripe points and of the body's other points whose decoded colour is `colour`."""
+    named = np.array([nearest_colour(c) == colour for c in LatentField(autoencoder, latent).rgb(pts)])
+    return named[stripes].mean(), named[~stripes].mean()
+
+
+def test_stripes_are_painted_where_they_lie(editor, autoencoder):
+    """Adding stripes to a held-out mug's body paints the stripes' points and not the bands
+    between them, by the grounded path (shown with the source's shape). Removing a pattern is
+    read as such and left to the flow model (the network's guess of the part's own colour
+    misses; models/edit/recolour.py)."""
+    spec, pts, latent = held_out_mug(autoencoder)
+    body = point_labels(spec, pts).part == Asset(spec).part_names.index("body")
+    striped_spec = spec.copy()
+    striped_spec.patterns = {"body": ("stripes", "blue")}
+    stripes = Asset(striped_spec).pattern_points(pts[body])
+    assert 0.3 < stripes.mean() < 0.7
+
+    assert editor.path("add blue stripes to the body") == "grounded_pattern"
+    out, warnings = editor.edit_latent(latent, "add blue stripes to the body", seed=0)
+    on, off = _stripe_share(autoencoder, out, pts[body], stripes, "blue")
+    assert not warnings and on > 0.5 and off < 0.25, (on, off)
+    # the handle is not the body and gets no stripes (measured 0 of its points blue; its red
+    # does drift to brown: the encoder spreads the body's new colour over the thin handle)
+    handle = point_labels(spec, pts).part == Asset(spec).part_names.index("handle")
+    assert np.mean([nearest_colour(c) == "blue" for c in LatentField(autoencoder, out).rgb(pts[handle])]) < 0.1
+
+    assert read(editor.recolourer.grounding, autoencoder, latent, pts, "remove the stripes")[2] == "remove_pattern"
+    assert editor.path("remove the stripes") == "flow"

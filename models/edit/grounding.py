@@ -1,18 +1,24 @@
-"""Where and to what colour: a text-conditioned part grounding network for recolour edits.
+"""Where and to what colour: a text-conditioned part grounding network for colour edits
+(recolours and patterns).
 
 Why a second network: the edit DiT reads the latent in 4x4-texel patch tokens, a quarter of the
 asset per axis, so a mug's handle lives inside one token; it recolours all or nothing (held-out
 part recolours: 0 of 6 succeed) and its colour moves are weak ("i'd like it in red" turns a
 blue mushroom 30% red). Colour is the one edit that needs no new geometry, so it can be
 grounded where the asset is: per surface point, does the instruction address it, and which
-colour does it ask for. The source's decoded triplane features at the point (the shared
-autoencoder's own planes, frozen) and a global code of its latent are modulated (FiLM) by a
-learned summary of the instruction's MiniLM tokens (the text model's `PromptHead`).
+colour does it ask for. Adding or removing a pattern is a colour edit too: the pattern's
+points on the named part take the asked colour, or the part's own colour back. The source's
+decoded triplane features at the point (the shared autoencoder's own planes, frozen) and a
+global code of its latent are modulated (FiLM) by a learned summary of the instruction's
+MiniLM tokens (the text model's `PromptHead`).
 
-Outputs, all from the procedural world's exact recolours:
-  region   (B, N) logits: the point lies on what the instruction recolours (a part, or all)
-  colour   (B, 3) the RGB it asks for
-  kind     (B, 3) logits over GROUNDED_KINDS: recolour all, recolour a part, anything else
+Outputs, all from the procedural world's exact edits:
+  region        (B, N) logits: the point is what the instruction recolours (a part, all of the
+                asset, the points a pattern paints on a part)
+  point_colour  (B, N, 3) the point's colour after the edit (a removed pattern's points: their
+                part's own colour, which the instruction does not say)
+  colour        (B, 3) the RGB the instruction asks for
+  kind          (B, K) logits over GROUNDED_KINDS
 Nothing maps words to parts or colours by hand: held-out words work only as far as the frozen
 sentence encoder places them near training words.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -28,7 +35,7 @@ from ..checkpoint import WEIGHTS_DIR, load_module
 from ..text.prompt_head import PromptHead
 from ..triplane.layers import sample_planes
 
-GROUNDED_KINDS = ("recolour_all", "recolour_part", "other")
+GROUNDED_KINDS = ("recolour_all", "recolour_part", "other", "add_pattern", "remove_pattern")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class PartGrounding(nn.Module):
                                       nn.Linear(w, w))
         self.film = nn.Sequential(nn.Linear(s + w, s), nn.SiLU(), nn.Linear(s, 2 * w * cfg.blocks))
         self.blocks = nn.ModuleList(_FiLMBlock(w) for _ in range(cfg.blocks))
-        self.region = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+        self.region = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 4))  # region logit, point colour
         self.heads = nn.Sequential(nn.Linear(s, s), nn.SiLU(), nn.Linear(s, 3 + len(GROUNDED_KINDS)))
 
     def read(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,9 +85,9 @@ class PartGrounding(nn.Module):
         return summary, torch.sigmoid(out[:, :3]), out[:, 3:]
 
     def forward(self, planes: torch.Tensor, latent: torch.Tensor, points: torch.Tensor, tokens: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                mask: torch.Tensor) -> "Grounding":
         """planes (B, 3, C, R, R) decoded from latent (B, 3, Cl, Rl, Rl); points (B, N, 3);
-        instruction tokens (B, L, D) with mask (B, L) -> region logits (B, N), colour, kind logits."""
+        instruction tokens (B, L, D) with mask (B, L) -> Grounding."""
         summary, colour, kind = self.read(tokens, mask)
         freqs = 2.0 ** torch.arange(self.cfg.fourier, device=points.device, dtype=points.dtype) * torch.pi
         ang = (points.unsqueeze(-1) * freqs).flatten(-2)
@@ -89,7 +96,15 @@ class PartGrounding(nn.Module):
         film = self.film(torch.cat([summary, code], -1)).view(len(h), 1, self.cfg.blocks, 2, -1)
         for i, block in enumerate(self.blocks):
             h = block(h, film[:, :, i, 0], film[:, :, i, 1])
-        return self.region(h)[..., 0], colour, kind
+        out = self.region(h)
+        return Grounding(out[..., 0], torch.sigmoid(out[..., 1:]), colour, kind)
+
+
+class Grounding(NamedTuple):
+    region: torch.Tensor        # (B, N) logits
+    point_colour: torch.Tensor  # (B, N, 3) in [0, 1]
+    colour: torch.Tensor        # (B, 3) in [0, 1]
+    kind: torch.Tensor          # (B, len(GROUNDED_KINDS)) logits
 
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "grounding.safetensors")

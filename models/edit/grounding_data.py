@@ -1,10 +1,11 @@
 """Examples for the part grounding network, from the procedural world's exact edits.
 
 An example is one asset, one edit of it and its instruction: the edit's kind (recolour all,
-recolour a part, other), the colour it asks for, and which surface points it addresses (a part
-from the asset's own part labels, or all of it). Edits that name a part without recolouring it
-(add a pattern to the handle, make the legs longer, remove the armrests) still say where the
-part is, so they label the region too: more examples of each part noun.
+recolour a part, add a pattern, remove a pattern, other), the colour it asks for, which surface
+points it paints (a part from the asset's own part labels, all of it, or a pattern's points on
+a part) and what colour each of them takes. Edits that name a part without painting it (make
+the legs longer, remove the armrests) still say where the part is, so they label the region
+too: more examples of each part noun.
 """
 from __future__ import annotations
 
@@ -16,19 +17,25 @@ import numpy as np
 from ..world.asset import Asset, AssetSpec
 from ..world.captions import COLOUR_WORDS, HELD_OUT_COLOUR_WORDS
 from ..world.edits import INSTRUCTIONS, EditPair
-from ..world.palette import COLOURS
+from ..world.palette import COLOURS, PATTERNS
 from .grounding import GROUNDED_KINDS
 
 WHOLE = "*"
 # kinds whose details name a part of the *source* asset
 PART_KINDS = ("recolour_part", "add_pattern", "remove_pattern", "remove_part", "resize_part")
+RECOLOURS = ("recolour_all", "recolour_part")
 
 
 @dataclass(frozen=True)
 class GroundingTarget:
     kind: int                     # index into GROUNDED_KINDS
     part: str | None              # the addressed part, WHOLE, or None (no region to label)
-    colour: tuple | None          # RGB the instruction asks for (recolours only)
+    colour: tuple | None          # RGB the instruction asks for (recolours, an added pattern's colour)
+    pattern: str | None = None    # the pattern an add_pattern edit paints
+
+    @property
+    def kind_name(self) -> str:
+        return GROUNDED_KINDS[self.kind]
 
 
 LEXICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "world", "colour_names.tsv")
@@ -67,8 +74,9 @@ def grounding_target(pair: EditPair) -> GroundingTarget:
         part = pair.details["part"]
     else:
         part = None
-    colour = COLOURS[pair.details["colour"]] if pair.kind in ("recolour_all", "recolour_part") else None
-    return GroundingTarget(GROUNDED_KINDS.index(kind), part, colour)
+    colour = COLOURS[pair.details["colour"]] if pair.kind in (*RECOLOURS, "add_pattern") else None
+    pattern = pair.details["pattern"] if pair.kind == "add_pattern" else None
+    return GroundingTarget(GROUNDED_KINDS.index(kind), part, colour, pattern)
 
 
 @dataclass(frozen=True)
@@ -76,20 +84,43 @@ class PointLabels:
     part: np.ndarray        # (N,) int8 index into `names` of each point's part
     names: list[str]
     patterned: np.ndarray   # (N,) bool: painted with its part's pattern colour, not the part's own
+    pattern_masks: np.ndarray  # (N, 3) bool: painted by stripes / checker / dots if its part had them
+    own_colour: np.ndarray  # (N, 3) float16: its part's own colour, pattern left out
+
+    def __getitem__(self, index) -> "PointLabels":
+        """The labels of a subset of the points."""
+        return PointLabels(self.part[index], self.names, self.patterned[index], self.pattern_masks[index],
+                           self.own_colour[index])
 
 
 def point_labels(spec: AssetSpec, points: np.ndarray) -> PointLabels:
     asset = Asset(spec)
-    return PointLabels(asset.part_labels(points).astype(np.int8), list(asset.part_names), asset.pattern_points(points))
+    return PointLabels(asset.part_labels(points).astype(np.int8), list(asset.part_names), asset.pattern_points(points),
+                       asset.pattern_masks(points), asset.own_colours(points).astype(np.float16))
 
 
 def region_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | None:
     """(N,) float 0/1: the points the edit addresses; None when it names no region. A recolour
     paints a part's own colour and leaves its pattern's colour as it was (the procedural world's
-    recolour keeps patterns), so pattern points are not in a recolour's region."""
+    recolour keeps patterns), so pattern points are not in a recolour's region; adding a pattern
+    paints the points it covers on the part, removing one the points it covered."""
     if target.part is None:
         return None
     region = np.ones(len(labels.part), bool) if target.part == WHOLE else labels.part == labels.names.index(target.part)
-    if target.colour is not None:
+    if target.kind_name in RECOLOURS:
         region &= ~labels.patterned
+    elif target.kind_name == "add_pattern":
+        region &= labels.pattern_masks[:, PATTERNS.index(target.pattern) - 1]
+    elif target.kind_name == "remove_pattern":
+        region &= labels.patterned
     return region.astype(np.float32)
+
+
+def point_colour_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | None:
+    """(N, 3) the colour each point of the region takes: the asked colour, or for a removed
+    pattern the part's own; None for edits that paint nothing."""
+    if target.kind_name == "remove_pattern":
+        return labels.own_colour.astype(np.float32)
+    if target.colour is None:
+        return None
+    return np.broadcast_to(np.asarray(target.colour, np.float32), (len(labels.part), 3))

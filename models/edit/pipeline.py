@@ -13,9 +13,9 @@ exactly. An instruction far from every training instruction gets a warning namin
 supported edits, and its delta is scaled down with the similarity so an unsupported request
 does no silent damage.
 
-Recolours take another path: an instruction the part grounding network reads as a recolour
-is applied where that network says it points, as an encoded colour delta
-(models/edit/recolour.py), with the same strength and confidence scaling.
+Colour edits take another path: an instruction the part grounding network reads as a recolour
+or as adding or removing a pattern is applied where that network says it points, as an
+encoded colour delta (models/edit/recolour.py), with the same strength and confidence scaling.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
-from .recolour import RecolourConfig, grounded_recolour, reads_as_recolour
+from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
 # One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
@@ -119,8 +119,8 @@ def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> to
 
 @dataclass
 class Recolourer:
-    """The grounded recolour path: the part grounding network and the autoencoder whose decoded
-    surface it reads and whose encoder lands the recolour on the latent."""
+    """The grounded colour-edit path: the part grounding network and the autoencoder whose decoded
+    surface it reads and whose encoder lands the edit on the latent."""
     ae: TriplaneAutoencoder
     grounding: PartGrounding
     cfg: RecolourConfig = field(default_factory=RecolourConfig)
@@ -209,24 +209,29 @@ class LatentEditor:
     @torch.inference_mode()
     def _recolour_grounded(self, edited: torch.Tensor, latents: torch.Tensor, enc, weights: torch.Tensor,
                            seeds: list[int], cancel: Callable | None) -> torch.Tensor:
-        """Rows whose instruction the grounding network reads as a recolour are replaced (in place)
-        by the source recoloured where it points (models/edit/recolour.py), not the flow's delta:
-        the flow model recolours all or nothing (held-out part recolours 0 of 6)."""
+        """Rows whose instruction the grounding network reads as a colour edit (a recolour, a
+        pattern added or removed) are replaced (in place) by the source repainted where it points
+        (models/edit/recolour.py), not the flow's delta: the flow model recolours all or nothing
+        (held-out part recolours 0 of 6) and rarely touches patterns."""
         r = self.recolourer
-        recolour = reads_as_recolour(r.grounding, enc.tokens, enc.mask)
-        for i in torch.nonzero(recolour & (weights > 0)).view(-1).tolist():
+        kinds = grounded_kinds(r.grounding, enc.tokens, enc.mask, r.cfg.kinds)
+        for i, kind in enumerate(kinds):
+            if kind is None or float(weights[i]) <= 0:
+                continue
             if cancel is not None and cancel():
                 raise Cancelled()
             edited[i:i + 1] = grounded_recolour(r.ae, r.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
-                                                enc.mask[i:i + 1], float(weights[i]), r.cfg, seeds[i])
+                                                enc.mask[i:i + 1], float(weights[i]), r.cfg, seeds[i], kind)
         return edited
 
     def path(self, instruction: str) -> str:
-        """Which model makes this instruction's edit: "grounded_recolour" or "flow" (for metadata)."""
+        """Which model makes this instruction's edit (for metadata): "grounded_recolour",
+        "grounded_pattern" or "flow"."""
         if self.recolourer is None or not instruction.strip():
             return "flow"
-        enc = self.encoder.encode([instruction])
-        return "grounded_recolour" if bool(reads_as_recolour(self.recolourer.grounding, enc.tokens, enc.mask)) else "flow"
+        enc, r = self.encoder.encode([instruction]), self.recolourer
+        kind = grounded_kinds(r.grounding, enc.tokens, enc.mask, r.cfg.kinds)[0]
+        return GROUNDED_PATHS[kind] if kind else "flow"
 
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)

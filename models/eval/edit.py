@@ -46,6 +46,7 @@ from ..edit.composite import CompositeField, mesh_surface, shown_field
 from ..edit.data import PairKey, edit_for, pair_clouds, source_points
 from ..edit.grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
+from ..edit.recolour import SHAPE_KEEPING_PATHS
 from ..geometry import grid_points
 from ..meshio import normalise, sdf_samples
 from ..triplane.inference import LatentField, encode_cloud, encode_source_mesh
@@ -83,6 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recolours by the flow model too, as before the grounding network")
     p.add_argument("--no-composite", action="store_true",
                    help="judge the edited latent's own decoding, not the edit composited over its source")
+    p.add_argument("--grounded-kinds", default=None,
+                   help="comma-separated colour edit kinds the grounded path takes (default: the pipeline's)")
     p.add_argument("--calibration-steps", type=int, default=None,
                    help="grounded recolours' colour calibration steps (default: the pipeline's)")
     p.add_argument("--device", default="auto")
@@ -238,8 +241,8 @@ def _mean(rows, key):
 
 def keeps_shape(editor: LatentEditor, instructions: list[str]) -> bool:
     """Whether a chain of these edits is shown with its reference's shape, as the backend shows
-    it: every one of them a grounded recolour."""
-    return all(editor.path(i) == "grounded_recolour" for i in instructions)
+    it: every one of them a grounded colour edit."""
+    return all(editor.path(i) in SHAPE_KEEPING_PATHS for i in instructions)
 
 
 def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
@@ -253,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
                                grounding_path=None if args.no_grounding else args.grounding_weights)
     if args.calibration_steps is not None and editor.recolourer is not None:
         editor.recolourer.cfg = replace(editor.recolourer.cfg, calibration_steps=args.calibration_steps)
+    if args.grounded_kinds is not None and editor.recolourer is not None:
+        editor.recolourer.cfg = replace(editor.recolourer.cfg, kinds=tuple(args.grounded_kinds.split(",")))
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
     if args.no_gate:
@@ -262,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw,
                "composite": not args.no_composite,
                "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO),
-               "calibration_steps": editor.recolourer.cfg.calibration_steps if editor.recolourer else None}
+               "calibration_steps": editor.recolourer.cfg.calibration_steps if editor.recolourer else None,
+               "grounded_kinds": list(editor.recolourer.cfg.kinds) if editor.recolourer else None}
     all_rows = []
     for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
         rows = []

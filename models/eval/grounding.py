@@ -2,7 +2,8 @@
 
     python -m models.eval grounding [--per-set 40]
 
-Sets (test-stream assets, never trained on), recolour edits only:
+Sets (test-stream assets, never trained on), colour edits only (recolours, patterns added and
+removed):
   heldout_phrasing   held-out templates and colour synonyms ("the seat should be crimson")
   training_phrasing  training templates and words ("make the seat red"): the assets alone are new
   heldout_combo      recolouring a house's part, a combination never drawn in training
@@ -10,9 +11,13 @@ Per pair, on the 8192 surface points the edit evaluation encodes the source from
 read at 2048 of them):
   region_iou       IoU of the predicted region (probability > 0.5) with the exact region the
                    edit paints: the part (all of the asset for a recolour of the whole asset),
-                   less the points its pattern paints (a recolour keeps patterns)
-  colour_correct   the predicted RGB's nearest palette colour is the one asked for
-  kind_correct     recolour all / recolour a part / other, as asked
+                   less the points its pattern paints (a recolour keeps patterns); the points
+                   an added pattern paints on the part; the points a removed one painted
+  colour_correct   the predicted RGB's nearest palette colour is the one asked for (recolours,
+                   an added pattern's colour)
+  point_colour_l1  removed patterns: the predicted colour of the exact region's points against
+                   their part's own colour
+  kind_correct     the kind read (GROUNDED_KINDS) is the one asked
 Colour is split by whether the instruction names it with a held-out synonym ("azure") or the
 training word. Prints a final JSON line.
 """
@@ -31,6 +36,7 @@ from ..device import pick_device
 from ..edit.data import PairKey, edit_for, source_points
 from ..edit.grounding import DEFAULT_WEIGHTS, GROUNDED_KINDS, load_grounding
 from ..edit.grounding_data import grounding_target, point_labels, region_labels
+from ..world.edits import HELDOUT_EDIT_COMBOS
 from ..text.encoder import shared_encoder
 from ..triplane.inference import encode_cloud
 from ..triplane.loading import load_autoencoder
@@ -43,6 +49,7 @@ from .edit import TEST_BASE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGION_POINTS = 2048
+KINDS = ("recolour_all", "recolour_part", "add_pattern", "remove_pattern")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +72,16 @@ def eval_keys(per_set: int) -> dict[str, list[PairKey]]:
                 if edit_for(key) is not None:
                     sets[name].append(key)
                     got += 1
+        for kind in ("add_pattern", "remove_pattern"):
+            got, i = 0, 0
+            while got < per_set and i < 25 * per_set:
+                key = PairKey("test", TEST_BASE + 20000 + 2000 * s + 1000 * (kind == "remove_pattern") + i, 0,
+                              phrasing, kind)
+                i += 1
+                pair = edit_for(key)
+                if pair is not None and (kind, pair.before.category) not in HELDOUT_EDIT_COMBOS:
+                    sets[name].append(key)
+                    got += 1
     house, got, i = CATEGORY_NAMES.index("house"), 0, 0
     while got < per_set and i < 20 * per_set:
         key = PairKey("test", TEST_BASE + 15000 + len(CATEGORY_NAMES) * i + house, 0, "train", "recolour_part")
@@ -82,37 +99,46 @@ def judge(ae, model, encoder, key: PairKey) -> dict:
     latent = encode_cloud(ae, coloured_cloud(Asset(pair.before), pts))
     region_pts = pts[:REGION_POINTS]
     enc = encoder.encode([pair.instruction])
-    logits, colour, kind = model(ae.decode(latent), latent, torch.as_tensor(region_pts)[None], enc.tokens, enc.mask)
+    out = model(ae.decode(latent), latent, torch.as_tensor(region_pts)[None], enc.tokens, enc.mask)
     target = grounding_target(pair)
-    truth = region_labels(target, point_labels(pair.before, region_pts)) > 0.5
-    pred = (logits[0] > 0).cpu().numpy()
-    colour_read = nearest_colour(colour[0].cpu().numpy())
+    labels = point_labels(pair.before, region_pts)
+    truth = region_labels(target, labels) > 0.5
+    pred = (out.region[0] > 0).cpu().numpy()
     union = np.logical_or(pred, truth).sum()
-    return {"kind": pair.kind, "instruction": pair.instruction, "category": pair.before.category,
-            "region_iou": round(float(np.logical_and(pred, truth).sum() / max(union, 1)), 4),
-            "part_share": round(float(truth.mean()), 4),
-            "colour_asked": pair.details["colour"], "colour_read": colour_read,
-            "colour_correct": colour_read == pair.details["colour"],
-            "kind_read": GROUNDED_KINDS[int(kind[0].argmax())],
-            "kind_correct": int(kind[0].argmax()) == target.kind,
-            "held_out_word": any(w in pair.instruction for w in HELD_OUT_COLOUR_WORDS)}
+    row = {"kind": pair.kind, "instruction": pair.instruction, "category": pair.before.category,
+           "region_iou": round(float(np.logical_and(pred, truth).sum() / max(union, 1)), 4),
+           "part_share": round(float(truth.mean()), 4),
+           "kind_read": GROUNDED_KINDS[int(out.kind[0].argmax())],
+           "kind_correct": int(out.kind[0].argmax()) == target.kind,
+           "held_out_word": any(w in pair.instruction for w in HELD_OUT_COLOUR_WORDS)}
+    if "colour" in pair.details:
+        colour_read = nearest_colour(out.colour[0].cpu().numpy())
+        row.update(colour_asked=pair.details["colour"], colour_read=colour_read,
+                   colour_correct=colour_read == pair.details["colour"])
+    if pair.kind == "remove_pattern" and truth.any():
+        own = labels.own_colour[truth].astype(np.float32)
+        row["point_colour_l1"] = round(float(np.abs(out.point_colour[0].cpu().numpy()[truth] - own).mean()), 4)
+    return row
 
 
 def summarise(rows: list[dict]) -> dict:
     def mean(rs, k):
-        return round(float(np.mean([r[k] for r in rs])), 4) if rs else None
+        v = [r[k] for r in rs if k in r]
+        return round(float(np.mean(v)), 4) if v else None
 
-    out = {"pairs": len(rows), "region_iou": mean(rows, "region_iou"), "colour_correct": mean(rows, "colour_correct"),
-           "kind_correct": mean(rows, "kind_correct")}
-    for kind in ("recolour_all", "recolour_part"):
+    recolours = [r for r in rows if r["kind"] in KINDS[:2]]
+    # the overall figures are the recolours' (comparable with the cards before patterns were grounded)
+    out = {"pairs": len(recolours), "region_iou": mean(recolours, "region_iou"),
+           "colour_correct": mean(recolours, "colour_correct"), "kind_correct": mean(recolours, "kind_correct")}
+    for kind in KINDS:
         k = [r for r in rows if r["kind"] == kind]
         if k:
             out[kind] = {"pairs": len(k), "region_iou": mean(k, "region_iou"), "kind_correct": mean(k, "kind_correct"),
-                         "colour_correct": mean(k, "colour_correct"),
+                         "colour_correct": mean(k, "colour_correct"), "point_colour_l1": mean(k, "point_colour_l1"),
                          # what a region that ignored the instruction (the whole asset) would score
                          "whole_asset_iou": mean(k, "part_share")}
     for name, held in (("training_word", False), ("held_out_word", True)):
-        k = [r for r in rows if r["held_out_word"] == held]
+        k = [r for r in recolours if r["held_out_word"] == held]
         if k:
             out[f"colour_correct_{name}"] = {"pairs": len(k), "share": mean(k, "colour_correct")}
     return out

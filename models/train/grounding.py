@@ -5,7 +5,7 @@
 Needs models/weights/autoencoder.safetensors (frozen; its decoded planes are the point features)
 and the autoencoder's training-asset cache (runs/data/ae_train_*.npz, built if missing). Each
 training asset is encoded from 2048 of its surface points and decoded once (planes kept as
-float16); each gets EDITS_PER_ASSET edits of the training stream (training templates and colour
+float16); each gets the edits of EDIT_KINDS_DRAWN of the training stream (training templates and colour
 words only; the held-out (edit, category) combinations are never drawn), every training
 phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
 survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB. A step
@@ -26,10 +26,10 @@ from ..checkpoint import save_model
 from ..data import load_or_build
 from ..edit.grounding import GroundingConfig, PartGrounding
 from ..edit.grounding_data import (
-    PointLabels,
     colour_lexicon,
     grounding_target,
     lexicon_variant,
+    point_colour_labels,
     point_labels,
     region_labels,
 )
@@ -40,16 +40,17 @@ from ..world.edits import sample_edit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(REPO, "models", "weights", "grounding.safetensors")
-EDITS_PER_ASSET = 4
-# the first two edits of an asset are recolours (one of a part where it has several); the rest any kind
-EDIT_KINDS_DRAWN = ("recolour_part", "recolour_all", None, None)
+# the first two edits of an asset are recolours (one of a part where it has several), then a
+# pattern added and one removed where the asset allows them (a quarter of assets have a pattern),
+# then two of any kind
+EDIT_KINDS_DRAWN = ("recolour_part", "recolour_all", "add_pattern", "remove_pattern", None, None)
 INPUT_POINTS = 2048
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--assets", type=int, default=3000)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--points", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -72,7 +73,7 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
 
 
 def edit_pool(n_assets: int, seed: int, lexicon_share: float):
-    """(asset index, GroundingTarget, phrasings) for EDITS_PER_ASSET edits of each training asset,
+    """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training asset,
     and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
     lexicon (its own RGB as the target)."""
     lexicon = colour_lexicon() if lexicon_share > 0 else {}
@@ -131,32 +132,39 @@ def run(args: argparse.Namespace) -> int:
         point_ids = rng.integers(0, surface.shape[1], (args.batch, args.points))
         pts = np.stack([surface[a, point_ids[b], :3] for b, a in enumerate(assets.tolist())]).astype(np.float32)
         pts += rng.normal(size=pts.shape).astype(np.float32) * 0.01
-        region, has_region, colour, has_colour = [], [], [], []
+        region, has_region, colour, has_colour, point_colour = [], [], [], [], []
         for b, j in enumerate(picks):
             a, target, _ = pool[j]
-            lab = labels[a]
-            r = region_labels(target, PointLabels(lab.part[point_ids[b]], lab.names, lab.patterned[point_ids[b]]))
+            lab = labels[a][point_ids[b]]
+            r, pc = region_labels(target, lab), point_colour_labels(target, lab)
             region.append(np.zeros(args.points, np.float32) if r is None else r)
             has_region.append(r is not None)
             colour.append(target.colour or (0.0, 0.0, 0.0))
             has_colour.append(target.colour is not None)
-        logits, pred_colour, kind_logits = model(planes[assets].float(), latents[assets], torch.from_numpy(pts),
-                                                 tokens[text_ids].float(), masks[text_ids])
+            # a point's colour after the edit is learned where the edit paints it
+            point_colour.append(np.zeros((args.points, 3), np.float32) if pc is None or r is None else pc * r[:, None])
+        out = model(planes[assets].float(), latents[assets], torch.from_numpy(pts), tokens[text_ids].float(),
+                    masks[text_ids])
         has_region, has_colour = torch.as_tensor(has_region), torch.as_tensor(has_colour)
         kinds = torch.as_tensor([pool[j][1].kind for j in picks])
-        loss_region = F.binary_cross_entropy_with_logits(logits[has_region], torch.as_tensor(np.stack(region))[has_region])
-        loss_colour = F.mse_loss(pred_colour[has_colour], torch.as_tensor(colour, dtype=torch.float32)[has_colour])
-        loss_kind = F.cross_entropy(kind_logits, kinds)
-        loss = loss_region + 4.0 * loss_colour + 0.5 * loss_kind
+        region_t = torch.as_tensor(np.stack(region))
+        loss_region = F.binary_cross_entropy_with_logits(out.region[has_region], region_t[has_region])
+        loss_colour = F.mse_loss(out.colour[has_colour], torch.as_tensor(colour, dtype=torch.float32)[has_colour])
+        painted = region_t[..., None] * has_region.view(-1, 1, 1)
+        loss_point = ((out.point_colour - torch.as_tensor(np.stack(point_colour))) ** 2 * painted).sum() / (
+            3 * painted.sum()).clamp(min=1.0)
+        loss_kind = F.cross_entropy(out.kind, kinds)
+        loss = loss_region + 4.0 * loss_colour + 4.0 * loss_point + 0.5 * loss_kind
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        log.append((loss_region.item(), loss_colour.item(), loss_kind.item()))
+        log.append((loss_region.item(), loss_colour.item(), loss_point.item(), loss_kind.item()))
         if step % 100 == 0 or step == args.steps:
-            r, c, k = np.mean(log[-100:], axis=0)
-            print(f"step {step} region {r:.4f} colour {c:.4f} kind {k:.4f} ({time.time() - t0:.0f}s)", flush=True)
+            r, c, pc, k = np.mean(log[-100:], axis=0)
+            print(f"step {step} region {r:.4f} colour {c:.4f} point colour {pc:.4f} kind {k:.4f} "
+                  f"({time.time() - t0:.0f}s)", flush=True)
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
                assets=args.assets, edits=len(pool), instructions=len(texts), lexicon_share=args.lexicon_share)

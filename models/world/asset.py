@@ -139,6 +139,16 @@ class Asset:
             mask |= self._pattern_mask(q, part, name)
         return mask
 
+    def pattern_masks(self, points: np.ndarray) -> np.ndarray:
+        """(N, len(PATTERNS) - 1) bool: whether each point would be painted by each pattern
+        (stripes, checker, dots) on whatever part it lies, as adding that pattern would paint it."""
+        q = self._local(points)
+        return np.stack([pattern_mask(p, q) for p in PATTERNS[1:]], axis=1)
+
+    def own_colours(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) RGB of each point's part, its pattern left out (what removing the pattern shows)."""
+        return self._part_rgb[self.part_labels(points)]
+
 
 # ---------------------------------------------------------------- sampling
 

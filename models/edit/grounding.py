@@ -13,12 +13,12 @@ global code of its latent are modulated (FiLM) by a learned summary of the instr
 MiniLM tokens (the text model's `PromptHead`).
 
 Outputs, all from the procedural world's exact edits:
-  region        (B, N) logits: the point is what the instruction recolours (a part, all of the
-                asset, the points a pattern paints on a part)
-  point_colour  (B, N, 3) the point's colour after the edit (a removed pattern's points: their
-                part's own colour, which the instruction does not say)
-  colour        (B, 3) the RGB the instruction asks for
-  kind          (B, K) logits over GROUNDED_KINDS
+  region   (B, N) logits: the point is what the instruction paints (a part, all of the asset,
+           the points a pattern paints or painted on a part)
+  part     (B, N) logits: the point lies on the part the instruction is about (all of the asset
+           for a whole-asset edit); a removed pattern's points take the colour of the rest of it
+  colour   (B, 3) the RGB the instruction asks for
+  kind     (B, K) logits over GROUNDED_KINDS
 Nothing maps words to parts or colours by hand: held-out words work only as far as the frozen
 sentence encoder places them near training words.
 """
@@ -75,7 +75,7 @@ class PartGrounding(nn.Module):
                                       nn.Linear(w, w))
         self.film = nn.Sequential(nn.Linear(s + w, s), nn.SiLU(), nn.Linear(s, 2 * w * cfg.blocks))
         self.blocks = nn.ModuleList(_FiLMBlock(w) for _ in range(cfg.blocks))
-        self.region = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 4))  # region logit, point colour
+        self.region = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))  # region, part logits
         self.heads = nn.Sequential(nn.Linear(s, s), nn.SiLU(), nn.Linear(s, 3 + len(GROUNDED_KINDS)))
 
     def read(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,14 +97,14 @@ class PartGrounding(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h, film[:, :, i, 0], film[:, :, i, 1])
         out = self.region(h)
-        return Grounding(out[..., 0], torch.sigmoid(out[..., 1:]), colour, kind)
+        return Grounding(out[..., 0], out[..., 1], colour, kind)
 
 
 class Grounding(NamedTuple):
-    region: torch.Tensor        # (B, N) logits
-    point_colour: torch.Tensor  # (B, N, 3) in [0, 1]
-    colour: torch.Tensor        # (B, 3) in [0, 1]
-    kind: torch.Tensor          # (B, len(GROUNDED_KINDS)) logits
+    region: torch.Tensor  # (B, N) logits
+    part: torch.Tensor    # (B, N) logits
+    colour: torch.Tensor  # (B, 3) in [0, 1]
+    kind: torch.Tensor    # (B, len(GROUNDED_KINDS)) logits
 
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "grounding.safetensors")

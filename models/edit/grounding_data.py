@@ -3,9 +3,9 @@
 An example is one asset, one edit of it and its instruction: the edit's kind (recolour all,
 recolour a part, add a pattern, remove a pattern, other), the colour it asks for, which surface
 points it paints (a part from the asset's own part labels, all of it, or a pattern's points on
-a part) and what colour each of them takes. Edits that name a part without painting it (make
-the legs longer, remove the armrests) still say where the part is, so they label the region
-too: more examples of each part noun.
+a part) and which part it is about. Edits that name a part without painting it (make the legs
+longer, remove the armrests) still say where the part is, so they label the region too: more
+examples of each part noun.
 """
 from __future__ import annotations
 
@@ -85,18 +85,16 @@ class PointLabels:
     names: list[str]
     patterned: np.ndarray   # (N,) bool: painted with its part's pattern colour, not the part's own
     pattern_masks: np.ndarray  # (N, 3) bool: painted by stripes / checker / dots if its part had them
-    own_colour: np.ndarray  # (N, 3) float16: its part's own colour, pattern left out
 
     def __getitem__(self, index) -> "PointLabels":
         """The labels of a subset of the points."""
-        return PointLabels(self.part[index], self.names, self.patterned[index], self.pattern_masks[index],
-                           self.own_colour[index])
+        return PointLabels(self.part[index], self.names, self.patterned[index], self.pattern_masks[index])
 
 
 def point_labels(spec: AssetSpec, points: np.ndarray) -> PointLabels:
     asset = Asset(spec)
     return PointLabels(asset.part_labels(points).astype(np.int8), list(asset.part_names), asset.pattern_points(points),
-                       asset.pattern_masks(points), asset.own_colours(points).astype(np.float16))
+                       asset.pattern_masks(points))
 
 
 def region_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | None:
@@ -104,9 +102,10 @@ def region_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | 
     paints a part's own colour and leaves its pattern's colour as it was (the procedural world's
     recolour keeps patterns), so pattern points are not in a recolour's region; adding a pattern
     paints the points it covers on the part, removing one the points it covered."""
-    if target.part is None:
+    region = part_labels(target, labels)
+    if region is None:
         return None
-    region = np.ones(len(labels.part), bool) if target.part == WHOLE else labels.part == labels.names.index(target.part)
+    region = region > 0.5
     if target.kind_name in RECOLOURS:
         region &= ~labels.patterned
     elif target.kind_name == "add_pattern":
@@ -116,11 +115,11 @@ def region_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | 
     return region.astype(np.float32)
 
 
-def point_colour_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | None:
-    """(N, 3) the colour each point of the region takes: the asked colour, or for a removed
-    pattern the part's own; None for edits that paint nothing."""
-    if target.kind_name == "remove_pattern":
-        return labels.own_colour.astype(np.float32)
-    if target.colour is None:
+def part_labels(target: GroundingTarget, labels: PointLabels) -> np.ndarray | None:
+    """(N,) float 0/1: the points of the part the edit is about (all of them for a whole-asset
+    edit); None when it names no part."""
+    if target.part is None:
         return None
-    return np.broadcast_to(np.asarray(target.colour, np.float32), (len(labels.part), 3))
+    if target.part == WHOLE:
+        return np.ones(len(labels.part), np.float32)
+    return (labels.part == labels.names.index(target.part)).astype(np.float32)

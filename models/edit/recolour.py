@@ -3,9 +3,10 @@ latent as an encoded delta.
 
 The part grounding network (`grounding.py`) says, for points on the source's decoded surface,
 whether the instruction paints them and which colour they take: the colour it asks for, or for
-a removed pattern's points their part's own colour. The same points are then encoded twice by
-the autoencoder's own encoder: with the source's decoded colours, and with the
-asked colour blended in over the region (by `weight`: strength x the instruction's confidence).
+a removed pattern its part's own colour, read from the part's other points. The same points
+are then encoded twice by the autoencoder's own encoder: with the source's decoded colours,
+and with the edit's colour blended in over the region (by `weight`: strength x the
+instruction's confidence).
 The difference of the two latents is the edit: the encoder sees identical points, so its
 sampling and re-encoding drift cancel and the delta carries the colour change alone (the edit
 model's training pairs are built the same way; see models/edit/data.py). The autoencoder
@@ -51,11 +52,8 @@ class RecolourConfig:
     # colours, region colour L1: palette colours 0.054 -> 0.039 -> 0.033 (1, 2 steps), random
     # RGB 0.133 -> 0.117 -> 0.104; a third step adds nothing; ~35 ms a step.
     calibration_steps: int = 2
-    # the kinds taken by this path (the rest go to the flow model; models/cards/edit.md). A
-    # removed pattern ("remove_pattern") paints its points with the network's per-point guess
-    # of their part's own colour, which misses by 0.25 on held-out assets: 1 of 6 held-out
-    # removals against the flow model's 2, so removals stay with the flow model
-    kinds: tuple[str, ...] = ("recolour_all", "recolour_part", "add_pattern")
+    # the kinds taken by this path (the rest go to the flow model; models/cards/edit.md)
+    kinds: tuple[str, ...] = ("recolour_all", "recolour_part", "add_pattern", "remove_pattern")
 
 
 @torch.inference_mode()
@@ -73,9 +71,9 @@ def grounded_kinds(model: PartGrounding, tokens: torch.Tensor, mask: torch.Tenso
 def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                     mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0,
                     kind: str = "recolour_all"):
-    """One latent (1, ...) and instruction -> (source cloud (N, 6), recoloured cloud (N, 6), region
-    probability (N,)): the source's decoded surface with its own and with the edit's colours
-    (the asked colour; for a removed pattern, each point's part's own colour)."""
+    """One latent (1, ...) and instruction -> (source cloud (N, 6), repainted cloud (N, 6), share of
+    each point's colour the edit sets (N,), before `weight`): the source's decoded surface with
+    its own and with the edit's colours."""
     field = LatentField(ae, latent)
     grid = sdf_grid(field.sdf, cfg.mc_res)  # coarse to fine: only cells near the surface at 64^3
     pts = grid_surface_points(grid, field.sdf, cfg.points, np.random.default_rng([seed, 0x52434C52]))
@@ -83,9 +81,26 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
     p = torch.as_tensor(pts, device=latent.device)[None]
     out = model(field.planes, latent[:1], p, tokens, mask)
     region = torch.sigmoid(out.region[0]).cpu().numpy()
-    painted = out.point_colour[0] if kind == "remove_pattern" else out.colour[0][None]
-    target = rgb + weight * region[:, None] * (painted.cpu().numpy() - rgb)
+    if kind == "remove_pattern":
+        region, painted = unpatterned_colour(rgb, region, torch.sigmoid(out.part[0]).cpu().numpy())
+    else:
+        painted = out.colour[0].cpu().numpy()[None]
+    target = rgb + weight * region[:, None] * (painted - rgb)
     return np.concatenate([pts, rgb], 1), np.concatenate([pts, target], 1).astype(np.float32), region
+
+
+def unpatterned_colour(rgb: np.ndarray, pattern: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A removed pattern: (the share of each point's colour to set (N,), the colour (1, 3)). The
+    whole part takes its own colour, the median decoded colour of its points the pattern did
+    not paint (a median: stripes and checks cover half a part, and the pattern points the
+    network misses still leave the part's own colour the majority). Painting all of the part,
+    not only the pattern's points, also covers those it misses; the others already have the
+    part's colour."""
+    on_part = part > 0.5
+    own = on_part & (pattern < 0.5)
+    if own.sum() < 16:  # nothing left to read the part's colour from
+        return np.zeros_like(part), rgb[:1]
+    return part, np.median(rgb[own], axis=0, keepdims=True)
 
 
 def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,

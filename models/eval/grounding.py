@@ -15,8 +15,8 @@ read at 2048 of them):
                    an added pattern paints on the part; the points a removed one painted
   colour_correct   the predicted RGB's nearest palette colour is the one asked for (recolours,
                    an added pattern's colour)
-  point_colour_l1  removed patterns: the predicted colour of the exact region's points against
-                   their part's own colour
+  part_iou         IoU of the predicted part (probability > 0.5) with the part the edit is
+                   about (all of the asset for a whole recolour)
   kind_correct     the kind read (GROUNDED_KINDS) is the one asked
 Colour is split by whether the instruction names it with a held-out synonym ("azure") or the
 training word. Prints a final JSON line.
@@ -35,7 +35,7 @@ from ..data import coloured_cloud
 from ..device import pick_device
 from ..edit.data import PairKey, edit_for, source_points
 from ..edit.grounding import DEFAULT_WEIGHTS, GROUNDED_KINDS, load_grounding
-from ..edit.grounding_data import grounding_target, point_labels, region_labels
+from ..edit.grounding_data import grounding_target, part_labels, point_labels, region_labels
 from ..world.edits import HELDOUT_EDIT_COMBOS
 from ..text.encoder import shared_encoder
 from ..triplane.inference import encode_cloud
@@ -115,9 +115,8 @@ def judge(ae, model, encoder, key: PairKey) -> dict:
         colour_read = nearest_colour(out.colour[0].cpu().numpy())
         row.update(colour_asked=pair.details["colour"], colour_read=colour_read,
                    colour_correct=colour_read == pair.details["colour"])
-    if pair.kind == "remove_pattern" and truth.any():
-        own = labels.own_colour[truth].astype(np.float32)
-        row["point_colour_l1"] = round(float(np.abs(out.point_colour[0].cpu().numpy()[truth] - own).mean()), 4)
+    part, pred_part = part_labels(target, labels) > 0.5, (out.part[0] > 0).cpu().numpy()
+    row["part_iou"] = round(float((pred_part & part).sum() / max((pred_part | part).sum(), 1)), 4)
     return row
 
 
@@ -134,7 +133,7 @@ def summarise(rows: list[dict]) -> dict:
         k = [r for r in rows if r["kind"] == kind]
         if k:
             out[kind] = {"pairs": len(k), "region_iou": mean(k, "region_iou"), "kind_correct": mean(k, "kind_correct"),
-                         "colour_correct": mean(k, "colour_correct"), "point_colour_l1": mean(k, "point_colour_l1"),
+                         "colour_correct": mean(k, "colour_correct"), "part_iou": mean(k, "part_iou"),
                          # what a region that ignored the instruction (the whole asset) would score
                          "whole_asset_iou": mean(k, "part_share")}
     for name, held in (("training_word", False), ("held_out_word", True)):

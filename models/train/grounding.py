@@ -29,7 +29,7 @@ from ..edit.grounding_data import (
     colour_lexicon,
     grounding_target,
     lexicon_variant,
-    point_colour_labels,
+    part_labels,
     point_labels,
     region_labels,
 )
@@ -132,39 +132,37 @@ def run(args: argparse.Namespace) -> int:
         point_ids = rng.integers(0, surface.shape[1], (args.batch, args.points))
         pts = np.stack([surface[a, point_ids[b], :3] for b, a in enumerate(assets.tolist())]).astype(np.float32)
         pts += rng.normal(size=pts.shape).astype(np.float32) * 0.01
-        region, has_region, colour, has_colour, point_colour = [], [], [], [], []
+        region, part, has_region, colour, has_colour = [], [], [], [], []
         for b, j in enumerate(picks):
             a, target, _ = pool[j]
             lab = labels[a][point_ids[b]]
-            r, pc = region_labels(target, lab), point_colour_labels(target, lab)
+            r = region_labels(target, lab)   # None exactly when the edit names no part
             region.append(np.zeros(args.points, np.float32) if r is None else r)
+            part.append(np.zeros(args.points, np.float32) if r is None else part_labels(target, lab))
             has_region.append(r is not None)
             colour.append(target.colour or (0.0, 0.0, 0.0))
             has_colour.append(target.colour is not None)
-            # a point's colour after the edit is learned where the edit paints it
-            point_colour.append(np.zeros((args.points, 3), np.float32) if pc is None or r is None else pc * r[:, None])
         out = model(planes[assets].float(), latents[assets], torch.from_numpy(pts), tokens[text_ids].float(),
                     masks[text_ids])
         has_region, has_colour = torch.as_tensor(has_region), torch.as_tensor(has_colour)
         kinds = torch.as_tensor([pool[j][1].kind for j in picks])
-        region_t = torch.as_tensor(np.stack(region))
-        loss_region = F.binary_cross_entropy_with_logits(out.region[has_region], region_t[has_region])
+        loss_region = F.binary_cross_entropy_with_logits(out.region[has_region],
+                                                         torch.as_tensor(np.stack(region))[has_region])
+        loss_part = F.binary_cross_entropy_with_logits(out.part[has_region],
+                                                       torch.as_tensor(np.stack(part))[has_region])
         loss_colour = F.mse_loss(out.colour[has_colour], torch.as_tensor(colour, dtype=torch.float32)[has_colour])
-        painted = region_t[..., None] * has_region.view(-1, 1, 1)
-        loss_point = ((out.point_colour - torch.as_tensor(np.stack(point_colour))) ** 2 * painted).sum() / (
-            3 * painted.sum()).clamp(min=1.0)
         loss_kind = F.cross_entropy(out.kind, kinds)
-        loss = loss_region + 4.0 * loss_colour + 4.0 * loss_point + 0.5 * loss_kind
+        loss = loss_region + loss_part + 4.0 * loss_colour + 0.5 * loss_kind
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        log.append((loss_region.item(), loss_colour.item(), loss_point.item(), loss_kind.item()))
+        log.append((loss_region.item(), loss_part.item(), loss_colour.item(), loss_kind.item()))
         if step % 100 == 0 or step == args.steps:
-            r, c, pc, k = np.mean(log[-100:], axis=0)
-            print(f"step {step} region {r:.4f} colour {c:.4f} point colour {pc:.4f} kind {k:.4f} "
-                  f"({time.time() - t0:.0f}s)", flush=True)
+            r, pt, c, k = np.mean(log[-100:], axis=0)
+            print(f"step {step} region {r:.4f} part {pt:.4f} colour {c:.4f} kind {k:.4f} ({time.time() - t0:.0f}s)",
+                  flush=True)
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
                assets=args.assets, edits=len(pool), instructions=len(texts), lexicon_share=args.lexicon_share)

@@ -145,10 +145,6 @@ class Asset:
         q = self._local(points)
         return np.stack([pattern_mask(p, q) for p in PATTERNS[1:]], axis=1)
 
-    def own_colours(self, points: np.ndarray) -> np.ndarray:
-        """(N, 3) RGB of each point's part, its pattern left out (what removing the pattern shows)."""
-        return self._part_rgb[self.part_labels(points)]
-
 
 # ---------------------------------------------------------------- sampling
 

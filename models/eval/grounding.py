@@ -63,33 +63,29 @@ def eval_keys(per_set: int) -> dict[str, list[PairKey]]:
     """Pair keys of each set; indices disjoint from the edit evaluation's, in the test stream."""
     sets: dict[str, list[PairKey]] = {"heldout_phrasing": [], "training_phrasing": [], "heldout_combo": []}
     for s, (name, phrasing) in enumerate((("heldout_phrasing", "heldout"), ("training_phrasing", "train"))):
-        for kind in ("recolour_all", "recolour_part"):
-            got, i = 0, 0
-            while got < per_set and i < 10 * per_set:
-                key = PairKey("test", TEST_BASE + 10000 + 2000 * s + 1000 * (kind == "recolour_part") + i, 0,
-                              phrasing, kind)
-                i += 1
-                if edit_for(key) is not None:
-                    sets[name].append(key)
-                    got += 1
-        for kind in ("add_pattern", "remove_pattern"):
-            got, i = 0, 0
-            while got < per_set and i < 25 * per_set:
-                key = PairKey("test", TEST_BASE + 20000 + 2000 * s + 1000 * (kind == "remove_pattern") + i, 0,
-                              phrasing, kind)
-                i += 1
-                pair = edit_for(key)
-                if pair is not None and (kind, pair.before.category) not in HELDOUT_EDIT_COMBOS:
-                    sets[name].append(key)
-                    got += 1
-    house, got, i = CATEGORY_NAMES.index("house"), 0, 0
-    while got < per_set and i < 20 * per_set:
-        key = PairKey("test", TEST_BASE + 15000 + len(CATEGORY_NAMES) * i + house, 0, "train", "recolour_part")
-        i += 1
-        if edit_for(key) is not None:
-            sets["heldout_combo"].append(key)
-            got += 1
+        for k, kind in enumerate(("recolour_all", "recolour_part")):
+            sets[name] += _first_keys(per_set, TEST_BASE + 10000 + 2000 * s + 1000 * k, 10 * per_set, phrasing, kind)
+        for k, kind in enumerate(("add_pattern", "remove_pattern")):
+            sets[name] += _first_keys(per_set, TEST_BASE + 20000 + 2000 * s + 1000 * k, 25 * per_set, phrasing, kind,
+                                      keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS)
+    house = CATEGORY_NAMES.index("house")
+    sets["heldout_combo"] = _first_keys(per_set, TEST_BASE + 15000 + house, 20 * per_set, "train", "recolour_part",
+                                        step=len(CATEGORY_NAMES))
     return sets
+
+
+def _first_keys(n: int, first: int, tries: int, phrasing: str, kind: str, step: int = 1, keep=None) -> list[PairKey]:
+    """The first n of `tries` test-stream assets from index `first` (every `step`-th) that have an
+    edit of this kind (one `keep` accepts)."""
+    keys = []
+    for i in range(tries):
+        if len(keys) == n:
+            break
+        key = PairKey("test", first + step * i, 0, phrasing, kind)
+        pair = edit_for(key)
+        if pair is not None and (keep is None or keep(pair)):
+            keys.append(key)
+    return keys
 
 
 @torch.inference_mode()

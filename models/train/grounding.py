@@ -5,9 +5,9 @@
 Needs models/weights/autoencoder.safetensors (frozen; its decoded planes are the point features)
 and the autoencoder's training-asset cache (runs/data/ae_train_*.npz, built if missing). Each
 training asset is encoded from 2048 of its surface points and decoded once (planes kept as
-float16); each gets the edits of EDIT_KINDS_DRAWN of the training stream (training templates and colour
-words only; the held-out (edit, category) combinations are never drawn), every training
-phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
+float16); each gets the edits of EDIT_KINDS_DRAWN from the training stream (training templates
+and colour words only; the held-out (edit, category) combinations are never drawn), every
+training phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
 survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB. A step
 draws a batch of (asset, edit, phrasing) and 512 of the asset's surface points, jittered by 0.01.
 The planes of 3000 assets take 2.4 GB of memory.
@@ -73,8 +73,8 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
 
 
 def edit_pool(n_assets: int, seed: int, lexicon_share: float):
-    """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training asset,
-    and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
+    """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training
+    asset, and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
     lexicon (its own RGB as the target)."""
     lexicon = colour_lexicon() if lexicon_share > 0 else {}
     names = sorted(lexicon)

@@ -129,12 +129,13 @@ def encoded_recolour(ae: TriplaneAutoencoder, latent: torch.Tensor, source: np.n
     e_source = encode_cloud(ae, source)
     given, points = target.copy(), source[:, :3]
     best, best_miss = None, np.inf
-    for step in range(calibration_steps + 1):
+    for _ in range(calibration_steps + 1):
         edited = latent + (encode_cloud(ae, given) - e_source)
         if calibration_steps == 0:
             return edited
         miss = blend[:, None] * (target[:, 3:] - LatentField(ae, edited).rgb(points))
-        if float(np.abs(miss).sum()) < best_miss:
-            best, best_miss = edited, float(np.abs(miss).sum())
+        total = float(np.abs(miss).sum())
+        if total < best_miss:
+            best, best_miss = edited, total
         given[:, 3:] = np.clip(given[:, 3:] + miss, 0.0, 1.0)
     return best

@@ -10,7 +10,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable
 
 
-def _one_thread() -> None:
+def one_thread() -> None:
+    """Pin this (worker) process to one torch and one BLAS/OpenMP thread."""
     import torch
 
     torch.set_num_threads(1)
@@ -36,5 +37,5 @@ def parallel_map(fn: Callable, jobs: list, workers: int, chunksize: int = 16, la
 
     if workers <= 1:
         return reported(map(fn, jobs))
-    with ProcessPoolExecutor(workers, initializer=_one_thread) as ex:
+    with ProcessPoolExecutor(workers, initializer=one_thread) as ex:
         return reported(ex.map(fn, jobs, chunksize=chunksize))

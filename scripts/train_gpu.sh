@@ -23,11 +23,11 @@ export PYTHONUNBUFFERED=1
 # first try on a 16-core machine built the asset data 5x slower than this 2-core machine per core,
 # and a second (2026-11-27, images only) printed nothing in 10 minutes. The data workers now pin
 # themselves (models/parallel.py); these also cover the trainings' own processes.
+CORES=$($PY -c "import os; print(os.cpu_count())")  # before the export below: nproc obeys OMP_NUM_THREADS
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 mkdir -p "$OUT" "$CACHE"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
-CORES=$(nproc)
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/checks.log"; }
 log "cores $CORES; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null)"
 

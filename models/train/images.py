@@ -32,9 +32,13 @@ from ..images.model import ReconstructorConfig, TriplaneReconstructor
 from ..images.pipeline import DEFAULT_WEIGHTS, ImageModel
 from ..triplane.loading import load_autoencoder
 from .decoded import DecodedField
-from .flow_loop import add_runtime_arguments, optimise, training_device, two_stage_run, weights_bundle
+from .asset_stream import AssetStream, StreamSchedule
+from .flow_loop import (add_runtime_arguments, optimise, planned_run, train, training_device, two_stage_run,
+                        weights_bundle)
 from .text import normalised_asset_latents
 
+# assets queued in a --stream auto run (~0.2 GB of training data each thousand on the device)
+STREAM_AUTO_LIMIT = 40000
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -59,13 +63,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame", choices=("image", "asset"), default="image",
                    help="targets in the image frame (size and place a cropped image can tell; "
                         "models/images/frame.py) or as the assets sit in the cube (checkpoints before 1.2)")
+    p.add_argument("--width", type=int, default=192, help="transformer width (model size; version 1.3: 192)")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--encoder-depth", type=int, default=3)
+    p.add_argument("--decoder-depth", type=int, default=3)
+    p.add_argument("--stream", default="0",
+                   help="N, or auto: one stage with both losses on N assets made while training (many cores and "
+                        "a GPU; models/train/asset_stream.py); auto makes as many as the machine can by the "
+                        "ramp's end of a --deadline run and records N. 0: the two cached stages")
+    p.add_argument("--stream-warm", type=int, default=512, help="assets made before step 1")
+    p.add_argument("--stream-ramp", type=float, default=0.7, help="share of the steps over which all N come in")
     add_runtime_arguments(p)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--run-dir", default=os.path.join(REPO, "runs", "images"))
     p.add_argument("--out", default=DEFAULT_WEIGHTS)
 
 
+def model_config(args, ae) -> ReconstructorConfig:
+    return ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res,
+                               width=args.width, heads=args.heads, encoder_depth=args.encoder_depth,
+                               decoder_depth=args.decoder_depth)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.stream != "0":
+        return run_streamed(args)
     device = training_device(args)
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -81,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
-    cfg = ReconstructorConfig(latent_channels=ae.cfg.latent_channels, latent_res=ae.cfg.latent_res)
+    cfg = model_config(args, ae)
     field = DecodedField(ae, data, mean, std, args.decoded_points)
 
     def make_step_with(decoded_weight):
@@ -122,4 +144,68 @@ def run(args: argparse.Namespace) -> int:
     two_stage_run(args, device, lambda: TriplaneReconstructor(cfg).to(device), load_weights,
                   lambda stage: make_step_with(10.0 * args.decoded_weight if stage == 2 else 0.0), saver,
                   args.decoded_steps, args.decoded_lr, warmup=(200, 100), save_every=(500, 250))
+    return 0
+
+
+def run_streamed(args: argparse.Namespace) -> int:
+    """One stage, latent MSE plus the decoded-field loss from step 1, on assets made as it trains."""
+    auto = args.stream == "auto"
+    limit = STREAM_AUTO_LIMIT if auto else int(args.stream)
+    stream = AssetStream(limit, args.variants, args.workers)  # forks its workers before CUDA starts
+    device = training_device(args)
+    torch.manual_seed(args.seed)
+    ae = load_autoencoder(device=device).eval().requires_grad_(False)
+    warm = min(args.stream_warm, limit)
+    stream.wait_for(warm, ae)
+    print(f"{warm} assets made in {time.time() - stream.started:.0f}s ({stream.rate():.1f}/s)", flush=True)
+    mean = stream.latent[:warm].mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = stream.latent[:warm].std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    cfg = model_config(args, ae)
+    net = TriplaneReconstructor(cfg).to(device)
+    print(f"reconstructor: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters", flush=True)
+    amp = device.type == "cuda"  # bf16 transformer on CUDA; the losses and the decoder stay float32
+    plan: list[StreamSchedule] = []
+
+    def make_step(net, opt, sched, rng, _gen):
+        calls = [0]
+
+        def step():
+            calls[0] += 1
+            n = plan[0].available(calls[0]) if plan else warm
+            stream.wait_for(n, ae)
+            idx = torch.from_numpy(rng.integers(0, n, args.batch)).to(device)
+            vf, vb = (torch.from_numpy(rng.integers(0, args.variants, args.batch)).to(device) for _ in range(2))
+            has_back = torch.from_numpy(rng.random(args.batch) < args.back_rate).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = net(stream.images[idx, 0, vf].float(), stream.images[idx, 1, vb].float(), has_back).float()
+            loss = ((pred - (stream.latent[idx] - mean) / std) ** 2).mean()
+            k = args.decoded_batch
+            loss = loss + 10.0 * args.decoded_weight * stream.field_loss(
+                ae, pred[:k] * std + mean, idx[:k], args.decoded_points, rng)
+            optimise(net, opt, sched, loss)
+            return loss
+        return step
+
+    sched, train_step = planned_run(args, device, net, make_step, warmup=300)
+    steps = max(args.schedule_steps, args.steps)
+    if auto:  # what the workers make by the ramp's end, with a margin
+        seconds = (args.deadline - time.time()) if args.deadline else args.time_budget
+        limit = min(limit, warm + int(0.85 * stream.rate() * args.stream_ramp * max(seconds, 0)))
+    plan.append(StreamSchedule(limit, warm, int(args.stream_ramp * steps)))
+    print(f"training {steps} steps on {limit} assets ({warm} at first, all from step {plan[0].ramp_steps})",
+          flush=True)
+
+    def save(ema, step, elapsed):
+        save_model(weights_bundle(ema, "net", latent_mean=mean, latent_std=std), args.out, cfg.to_dict(),
+                   half=True, seed=args.seed, steps=step, schedule_steps=steps, batch=args.batch,
+                   lr=args.lr, stream=limit, stream_warm=warm, stream_ramp=args.stream_ramp, variants=args.variants,
+                   back_rate=args.back_rate, decoded_weight=args.decoded_weight,
+                   decoded_batch=args.decoded_batch, decoded_points=args.decoded_points, frame="image",
+                   made_per_second=round(stream.rate(), 1), train_seconds=round(elapsed), device=device.type,
+                   version="1.4")
+
+    try:
+        train(args, net, sched, train_step, 250, save)
+    finally:
+        stream.close()
     return 0

@@ -158,6 +158,41 @@ def test_training_records_in_the_image_frame_keep_the_exact_distances():
     assert np.array_equal(moved["rgb"], record["rgb"])
 
 
+def test_the_stream_schedule_grows_from_the_warm_assets_to_all_of_them():
+    from models.train.asset_stream import StreamSchedule
+
+    plan = StreamSchedule(assets=1000, warm=100, ramp_steps=300)
+    counts = [plan.available(s) for s in range(0, 500)]
+    assert counts[0] == 100 and counts[150] == 550 and counts[300] == counts[-1] == 1000
+    assert all(a <= b for a, b in zip(counts, counts[1:]))
+
+
+def test_streamed_assets_are_the_cached_renders_and_samples_in_the_image_frame(autoencoder):
+    """The assets a --stream training makes while it trains: in index order, each the same
+    renders as the cached training images and the autoencoder's samples moved into the image
+    frame, its latent encoded from those samples."""
+    from models.images.data import render_asset
+    from models.train.asset_stream import AssetStream
+    from models.world.asset import TARGET_EXTENT
+    from models.world.shapes import GROUND
+
+    stream = AssetStream(limit=3, variants=1, workers=2)
+    try:
+        stream.wait_for(3, autoencoder)
+    finally:
+        stream.close()
+    assert stream.count == 3
+    for i in range(3):
+        assert torch.equal(stream.images[i], torch.from_numpy(render_asset("train", i, 1)))
+    for i in range(3):   # the points on the surface: standing on the ground, TARGET_EXTENT across
+        on_surface = stream.query[i][stream.sdf[i].abs() < 0.005].float()
+        assert len(on_surface) > 500
+        lo, hi = on_surface.min(0).values, on_surface.max(0).values
+        assert abs(float(lo[2]) - GROUND) < 0.03 and abs(float((hi - lo).max()) - TARGET_EXTENT) < 0.05
+    assert torch.isfinite(stream.latent).all() and stream.latent.std() > 0.1
+    assert not torch.equal(stream.latent[0], stream.latent[1])
+
+
 needs_weights = pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="images weights not trained")
 
 

@@ -31,7 +31,7 @@ from ..checkpoint import WEIGHTS_DIR, load_network
 from ..mesh import Cancelled
 from ..text.conditioning import TEXT_STAT_KEYS, standardise_text
 from ..text.dit import DiTConfig, LatentDiT
-from ..text.encoder import SentenceEncoder, shared_encoder
+from ..text.encoder import Encoded, SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
@@ -131,6 +131,15 @@ class LatentEditor:
         self.model = model
         self.encoder = encoder
         self.recolourer = recolourer
+        self._last_encoded: tuple[tuple[str, ...], Encoded] | None = None
+
+    def encode(self, instructions: list[str]) -> Encoded:
+        """The sentence encoder's features, kept for the last instructions: `path` asks again for the
+        instruction an edit just encoded (~9 ms of MiniLM on the CPU)."""
+        key = tuple(instructions)
+        if self._last_encoded is None or self._last_encoded[0] != key:
+            self._last_encoded = key, self.encoder.encode(instructions)
+        return self._last_encoded[1]
 
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu", encoder: SentenceEncoder | None = None,
@@ -183,7 +192,7 @@ class LatentEditor:
         m = self.model
         dev = m.latent_mean.device
         latents = latents.to(dev, torch.float32)
-        enc = self.encoder.encode(instructions)
+        enc = self.encode(instructions)
         assessed = [self.assess(enc.pooled[i]) for i in range(len(instructions))]
         scale = torch.tensor([strength * c for c, _ in assessed], device=dev).view(-1, 1, 1, 1, 1)
         warnings = [w for _, w in assessed]
@@ -229,7 +238,7 @@ class LatentEditor:
         "grounded_pattern" or "flow"."""
         if self.recolourer is None or not instruction.strip():
             return "flow"
-        enc, r = self.encoder.encode([instruction]), self.recolourer
+        enc, r = self.encode([instruction]), self.recolourer
         kind = grounded_kinds(r.grounding, enc.tokens, enc.mask, r.cfg.kinds)[0]
         return GROUNDED_PATHS[kind] if kind else "flow"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,9 +70,12 @@ class AssetStream:
         self.images = self.query = self.sdf = self.rgb = self.latent = None
 
     def _read(self, results) -> None:
-        for record in results:
-            with self._lock:
-                self._made.append(record)
+        try:
+            for record in results:
+                with self._lock:
+                    self._made.append(record)
+        except CancelledError:  # `close` cancelled the assets not made yet
+            pass
 
     def made(self) -> int:
         with self._lock:

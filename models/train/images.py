@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.frame == "image":
         data = records_in_image_frame(data)
     target, mean, std = normalised_asset_latents(ae, args.assets, args.cache, data=data)
+    if args.init:  # the first stage's own normalisation (a --stream run measures it on its first assets)
+        first = ImageModel.load(args.init, device)
+        target = (target * std + mean - first.latent_mean) / first.latent_std
+        mean, std = first.latent_mean, first.latent_std
     images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 

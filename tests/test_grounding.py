@@ -138,6 +138,36 @@ def test_calibration_brings_the_decoded_colour_to_the_one_asked_for(editor, auto
     assert np.mean(errors[2]) < 0.93 * np.mean(errors[0]), errors
 
 
+def test_a_colour_the_latent_cannot_hold_falls_back_to_the_nearest_palette_colour(editor, autoencoder):
+    """The network reads "i'd like it in white" as an off-white (0.85, 0.88, 0.79) that the
+    autoencoder has no code for: on a grey chair it decoded pink. The grounded path then paints
+    the nearest palette colour (white) as well and keeps what decodes closer to the colour asked;
+    a colour the latent does hold (navy) is painted as read, untouched by the fallback."""
+    from dataclasses import replace
+
+    from models.edit.recolour import grounded_recolour
+    from models.world.palette import nearest_colour_indices
+
+    index = next(i for i in range(5000, 5200) if sample_asset_spec("test", i).category == "chair")
+    spec = sample_asset_spec("test", index)
+    spec.colours, spec.patterns = {p: "grey" for p in spec.parts()}, {}
+    pts = source_points(spec, PairKey("test", index, 0))
+    latent = encode_cloud(autoencoder, coloured_cloud(Asset(spec), pts))
+    r = editor.recolourer
+    white = list(COLOURS).index("white")
+
+    def white_share(instruction, cfg):
+        enc = shared_encoder().encode([instruction])
+        out = grounded_recolour(r.ae, r.grounding, latent, enc.tokens, enc.mask, 1.0, cfg)
+        return float((nearest_colour_indices(LatentField(autoencoder, out).rgb(pts[:2048])) == white).mean()), out
+
+    without, _ = white_share("i'd like it in white", replace(r.cfg, palette_fallback=None))
+    with_fallback, _ = white_share("i'd like it in white", r.cfg)
+    assert with_fallback > 0.9 and with_fallback > without + 0.3, (without, with_fallback)
+    navy = [white_share("make it navy", cfg)[1] for cfg in (r.cfg, replace(r.cfg, palette_fallback=None))]
+    assert torch.equal(*navy)
+
+
 def test_pattern_edits_label_the_points_the_pattern_paints():
     """Adding a pattern paints the points the after asset paints on the named part; removing one
     paints the points it painted, with the colour of the rest of the part."""

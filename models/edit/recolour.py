@@ -31,6 +31,7 @@ from ..data import NoSurfaceError, grid_surface_points
 from ..mesh import sdf_grid
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.inference import LatentField, encode_cloud
+from ..world.palette import COLOUR_ARRAY, nearest_colour_indices
 from .grounding import GROUNDED_KINDS, PartGrounding
 
 # the edit kinds the grounded path makes, and the path each is recorded under (edit metadata);
@@ -52,6 +53,14 @@ class RecolourConfig:
     # colours, region colour L1: palette colours 0.054 -> 0.039 -> 0.033 (1, 2 steps), random
     # RGB 0.133 -> 0.117 -> 0.104; a third step adds nothing; ~35 ms a step.
     calibration_steps: int = 2
+    # Off the palette the autoencoder may have no code for a colour at all, and calibration cannot
+    # find one: a grey chair asked for the network's reading of "white" (0.85, 0.87, 0.78) decoded
+    # pink (0.96, 0.59, 0.80), a chair back asked for violet (0.52, 0.15, 0.46) stayed grey, while
+    # the nearest palette colours decode within 0.01. When the calibrated result still misses
+    # the colour asked by more than this (mean absolute RGB over the painted points), the nearest
+    # palette colour is painted too and whichever decodes closer to the colour asked is kept
+    # (navy on a white mug decodes as navy, and stays navy). None: never.
+    palette_fallback: float | None = 0.06
     # the kinds taken by this path (the rest go to the flow model; models/cards/edit.md)
     kinds: tuple[str, ...] = ("recolour_all", "recolour_part", "add_pattern", "remove_pattern")
 
@@ -72,8 +81,8 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
                     mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0,
                     kind: str = "recolour_all"):
     """One latent (1, ...) and instruction -> (source cloud (N, 6), repainted cloud (N, 6), share of
-    each point's colour the edit sets (N,), before `weight`): the source's decoded surface with
-    its own and with the edit's colours."""
+    each point's colour the edit sets (N,), before `weight`; the colour painted, (1, 3)): the
+    source's decoded surface with its own and with the edit's colours."""
     field = LatentField(ae, latent)
     grid = sdf_grid(field.sdf, cfg.mc_res)  # coarse to fine: only cells near the surface at 64^3
     pts = grid_surface_points(grid, field.sdf, cfg.points, np.random.default_rng([seed, 0x52434C52]))
@@ -85,8 +94,19 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
         region, painted = unpatterned_colour(rgb, region, torch.sigmoid(out.part[0]).cpu().numpy())
     else:
         painted = out.colour[0].cpu().numpy()[None]
-    target = rgb + weight * region[:, None] * (painted - rgb)
-    return np.concatenate([pts, rgb], 1), np.concatenate([pts, target], 1).astype(np.float32), region
+    source = np.concatenate([pts, rgb], 1)
+    return source, repainted(source, painted, weight * region), region, painted
+
+
+def repainted(source: np.ndarray, colour: np.ndarray, blend: np.ndarray) -> np.ndarray:
+    """A coloured cloud (N, 6) with `blend` (N,) of each point's colour set to `colour` (1, 3)."""
+    rgb = source[:, 3:]
+    return np.concatenate([source[:, :3], rgb + blend[:, None] * (colour - rgb)], 1).astype(np.float32)
+
+
+def nearest_palette_colours(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) colours -> the nearest of the procedural world's palette colours, (N, 3)."""
+    return COLOUR_ARRAY[nearest_colour_indices(rgb)]
 
 
 def unpatterned_colour(rgb: np.ndarray, pattern: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,32 +130,48 @@ def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: tor
     `kind`), its shape kept; a latent with no surface in the cube has nothing to paint and comes
     back as it was."""
     try:
-        source, target, region = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed, kind)
+        source, target, region, painted = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed, kind)
     except NoSurfaceError:
         return latent.clone()
-    return encoded_recolour(ae, latent, source, target, weight * region, cfg.calibration_steps)
+    blend = weight * region
+    edited, miss = encoded_recolour(ae, latent, source, target, blend, cfg.calibration_steps)
+    on_palette = nearest_palette_colours(painted)
+    if cfg.palette_fallback is None or miss is None or miss <= cfg.palette_fallback or np.array_equal(
+            on_palette, painted):
+        return edited
+    fallback, _ = encoded_recolour(ae, latent, source, repainted(source, on_palette, blend), blend,
+                                   cfg.calibration_steps)
+    return fallback if colour_miss(ae, fallback, target, blend) < miss else edited
+
+
+def colour_miss(ae: TriplaneAutoencoder, latent: torch.Tensor, target: np.ndarray, blend: np.ndarray) -> float:
+    """How far the latent's decoded colours are from a target cloud's (N, 6): mean absolute RGB
+    difference, each point weighted by `blend` (N,)."""
+    diff = np.abs(target[:, 3:] - LatentField(ae, latent).rgb(target[:, :3])).mean(1)
+    return float((blend * diff).sum() / max(float(blend.sum()), 1e-6))
 
 
 @torch.inference_mode()
 def encoded_recolour(ae: TriplaneAutoencoder, latent: torch.Tensor, source: np.ndarray, target: np.ndarray,
-                     blend: np.ndarray, calibration_steps: int) -> torch.Tensor:
+                     blend: np.ndarray, calibration_steps: int) -> tuple[torch.Tensor, float | None]:
     """latent + E(target) - E(source) for two coloured clouds of the same points (N, 6), the
     encoded target's colours corrected up to `calibration_steps` times by what its decoding still
     misses, in proportion to `blend` (N,): how much of each point's colour the edit sets (0
     leaves a point, and with it an unedited latent, exactly as it was). Of the calibrated
     latents the one whose decoding misses least is returned: off the palette the encoder's
     response to a colour is not monotone, and a step can miss more (a chair asked for light
-    grey went pinker with each step)."""
+    grey went pinker with each step). Also returns that latent's `colour_miss` (None without
+    calibration: nothing was decoded)."""
     e_source = encode_cloud(ae, source)
     given, points = target.copy(), source[:, :3]
     best, best_miss = None, np.inf
     for _ in range(calibration_steps + 1):
         edited = latent + (encode_cloud(ae, given) - e_source)
         if calibration_steps == 0:
-            return edited
+            return edited, None
         miss = blend[:, None] * (target[:, 3:] - LatentField(ae, edited).rgb(points))
         total = float(np.abs(miss).sum())
         if total < best_miss:
             best, best_miss = edited, total
         given[:, 3:] = np.clip(given[:, 3:] + miss, 0.0, 1.0)
-    return best
+    return best, best_miss / max(3.0 * float(blend.sum()), 1e-6)

@@ -55,7 +55,7 @@ from ..world.asset import Asset, sample_asset_spec
 from ..world.captions import HELD_OUT_COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
-from ..world.palette import COLOUR_ARRAY
+from ..world.palette import nearest_colour_indices
 from . import finish
 from .autoencoder import external_meshes
 
@@ -88,6 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated colour edit kinds the grounded path takes (default: the pipeline's)")
     p.add_argument("--calibration-steps", type=int, default=None,
                    help="grounded recolours' colour calibration steps (default: the pipeline's)")
+    p.add_argument("--no-palette-fallback", action="store_true",
+                   help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
@@ -114,8 +116,7 @@ def heldout_keys(per_kind: int, per_combo: int) -> dict[str, list[PairKey]]:
     return {"heldout_phrasing": phrasing, "heldout_combo": combo}
 
 
-def palette_labels(rgb: np.ndarray) -> np.ndarray:
-    return ((rgb[:, None, :] - COLOUR_ARRAY[None]) ** 2).sum(-1).argmin(1)
+palette_labels = nearest_colour_indices
 
 
 class Probe:
@@ -258,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
         editor.recolourer.cfg = replace(editor.recolourer.cfg, calibration_steps=args.calibration_steps)
     if args.grounded_kinds is not None and editor.recolourer is not None:
         editor.recolourer.cfg = replace(editor.recolourer.cfg, kinds=tuple(args.grounded_kinds.split(",")))
+    if args.no_palette_fallback and editor.recolourer is not None:
+        editor.recolourer.cfg = replace(editor.recolourer.cfg, palette_fallback=None)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
     if args.no_gate:
@@ -268,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
                "composite": not args.no_composite,
                "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO),
                "calibration_steps": editor.recolourer.cfg.calibration_steps if editor.recolourer else None,
-               "grounded_kinds": list(editor.recolourer.cfg.kinds) if editor.recolourer else None}
+               "grounded_kinds": list(editor.recolourer.cfg.kinds) if editor.recolourer else None,
+               "palette_fallback": editor.recolourer.cfg.palette_fallback if editor.recolourer else None}
     all_rows = []
     for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
         rows = []
@@ -289,13 +293,16 @@ def run(args: argparse.Namespace) -> int:
         print(name, json.dumps(summary[name]), flush=True)
         for r in rows[:: max(1, len(rows) // 8)]:
             print("   ", json.dumps(r))
-        all_rows += rows
+        all_rows += [{"set": name, **r} for r in rows]
     summary["chained"] = chained(ae, editor, args, kw)
     print("chained", json.dumps(summary["chained"]), flush=True)
     summary["out_of_domain"] = out_of_domain(ae, editor, kw, composite=not args.no_composite)
     print("out_of_domain", json.dumps(summary["out_of_domain"]), flush=True)
     summary["external_meshes"] = external_mesh_recolours(ae, editor, kw)
     print("external_meshes", json.dumps(summary["external_meshes"]), flush=True)
+    if args.json_out:  # every judged pair, for failure analysis: <json_out>_pairs.jsonl
+        with open(os.path.splitext(args.json_out)[0] + "_pairs.jsonl", "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in all_rows)
     return finish(summary, t0, args.json_out)
 
 

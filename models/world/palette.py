@@ -27,8 +27,12 @@ PATTERNS: tuple[str, ...] = ("plain", "stripes", "checker", "dots")
 
 def nearest_colour(rgb) -> str:
     """Name of the palette colour closest to an RGB triple in [0, 1]."""
-    d = np.sum((COLOUR_ARRAY - np.asarray(rgb, dtype=np.float32)[None]) ** 2, axis=1)
-    return COLOUR_NAMES[int(np.argmin(d))]
+    return COLOUR_NAMES[int(nearest_colour_indices(np.asarray(rgb, dtype=np.float32)[None])[0])]
+
+
+def nearest_colour_indices(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) RGB in [0, 1] -> (N,) index of the closest palette colour of each."""
+    return ((rgb[:, None, :] - COLOUR_ARRAY[None]) ** 2).sum(-1).argmin(1)
 
 
 def pattern_mask(pattern: str, points: np.ndarray) -> np.ndarray:

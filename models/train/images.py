@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     images = torch.from_numpy(images).to(device)
     print(f"encoded {len(target)} assets in {time.time() - t0:.0f}s on {device}", flush=True)
 
-    cfg = model_config(args, ae)
+    # the first stage's own size when starting from it (a --stream run is larger than the default)
+    cfg = ReconstructorConfig(**first.meta["config"]) if args.init else model_config(args, ae)
     field = DecodedField(ae, data, mean, std, args.decoded_points)
 
     def make_step_with(decoded_weight):

@@ -116,9 +116,6 @@ def heldout_keys(per_kind: int, per_combo: int) -> dict[str, list[PairKey]]:
     return {"heldout_phrasing": phrasing, "heldout_combo": combo}
 
 
-palette_labels = nearest_colour_indices
-
-
 class Probe:
     """Fixed evaluation points for one pair and the exact before/after fields on them."""
 
@@ -134,7 +131,8 @@ class Probe:
         # colour: after-surface points on unchanged geometry, labelled before and after
         self.surface = after_surf
         same_geom = np.abs(before.query(after_surf, with_colour=False)[0]) < 2e-3
-        lab_b, lab_a = palette_labels(before.query(after_surf)[1]), palette_labels(after.query(after_surf)[1])
+        lab_b = nearest_colour_indices(before.query(after_surf)[1])
+        lab_a = nearest_colour_indices(after.query(after_surf)[1])
         self.colour_changed = same_geom & (lab_b != lab_a)
         self.colour_untouched = same_geom & (lab_b == lab_a)
         self.label_after = lab_a
@@ -166,7 +164,7 @@ def judge(pair, probe: Probe, src: LatentField, edit: LatentField, oracle: Laten
         if pair.kind in COLOUR_KINDS:
             sel = probe.colour_changed
             pts, want = probe.surface[sel], probe.label_after[sel]
-            acc = [float((palette_labels(f.rgb(pts)) == want).mean()) if len(pts) else np.nan for f in (src, edit, oracle)]
+            acc = [float((nearest_colour_indices(f.rgb(pts)) == want).mean()) if len(pts) else np.nan for f in (src, edit, oracle)]
         else:
             sel = probe.changed
             want = probe.sdf_a[sel] < 0

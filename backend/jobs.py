@@ -73,7 +73,7 @@ class JobContext:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 4)
 
 
-def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None) -> dict:
+def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, reference=None, cuts=()) -> dict:
     from models.mesh import write_glb
 
     out_dir = ctx.out_dir or ctx.prepare_output(req)
@@ -83,7 +83,7 @@ def _write_outputs(ctx: JobContext, req: dict, mesh, latent, meta: dict, referen
         mesh_file = os.path.join(out_dir, MESH_FILE_NAME)
         save_mesh_arrays(mesh_file, mesh)
         latent_path = os.path.join(out_dir, "latent.safetensors")
-        save_latent(latent_path, latent, {"backend": __version__, **meta}, reference=reference)
+        save_latent(latent_path, latent, {"backend": __version__, **meta}, reference=reference, cuts=cuts)
         preview = None
         if req.get("preview"):
             from models.preview import render_preview, save_png
@@ -364,7 +364,7 @@ def _edit_source(ctx: JobContext, req: dict, ae):
     from models.edit.composite import mesh_surface
     from models.meshio import Normalisation
 
-    from .results import load_latent_with_reference
+    from .results import load_cuts, load_latent_with_reference
 
     if not req["asset"]:
         src, latent, fit_iou = _latent_of_mesh_file(ctx, req, ae, "fit", (0.02, 0.5))
@@ -372,9 +372,10 @@ def _edit_source(ctx: JobContext, req: dict, ae):
             surface = mesh_surface(src, req["seed"], check=ctx.check_cancel)
         lineage = {"source_mesh": os.path.abspath(req["mesh"]), "source_mesh_sha256": _sha256(req["mesh"]),
                    "fit_steps": req["fit_steps"], "fit_iou": fit_iou, "edits": [], "shape_kept": True}
-        return EditSource(latent, latent, surface, src.normalisation, lineage, fit_iou, [])
+        return EditSource(latent, latent, surface, src.normalisation, lineage, fit_iou, [], [])
     with ctx.timed("read"):
         latent, reference, meta = load_latent_with_reference(req["asset"], expected_shape=ae.cfg.latent_shape)
+        cuts = load_cuts(req["asset"], meta)
     latent = latent.to(_model_device(ae))
     reference = latent if reference is None else reference.to(latent.device)
     norm = Normalisation(**meta["normalisation"]) if meta.get("normalisation") else None
@@ -388,7 +389,7 @@ def _edit_source(ctx: JobContext, req: dict, ae):
     surface, warnings = None, []
     if meta.get("shown_over") == "source_mesh" and norm is not None:
         surface, warnings = _chained_surface(ctx, req, meta, norm)
-    return EditSource(latent, reference, surface, norm, lineage, None, warnings)
+    return EditSource(latent, reference, surface, norm, lineage, None, warnings, cuts)
 
 
 @dataclass
@@ -400,6 +401,7 @@ class EditSource:
     lineage: dict
     fit_iou: float | None
     warnings: list
+    cuts: list               # parts the chain removed (models.edit.removal.PartCut), shown cut out
 
 
 def _sha256(path: str) -> str:
@@ -449,23 +451,24 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     guidance = DEFAULT_GUIDANCE if req.get("guidance") is None else float(req["guidance"])
     ctx.progress(0.5, "edit", "encoding the instruction")
     with ctx.timed("edit"):
-        edited, warnings = editor.edit_latent(latent, req["instruction"], seed=req["seed"], strength=float(req["strength"]),
-                                              steps=steps, guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"),
-                                              cancel=ctx.cancelled)
-    edit_path = editor.path(req["instruction"])
+        edit = editor.edit(latent, req["instruction"], seed=req["seed"], strength=float(req["strength"]), steps=steps,
+                           guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"), cancel=ctx.cancelled)
+    edited, warnings, edit_path = edit.latent, edit.warnings, edit.path
+    cuts = [*source.cuts, *([edit.cut] if edit.cut is not None else [])]
     lineage["shape_kept"] = keep_shape = lineage["shape_kept"] and edit_path in SHAPE_KEEPING_PATHS
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)
     with ctx.timed("mesh"):
         # shown over the chain's first latent, or the user's mesh it started from: what no edit
         # changed stays as it was (and after colour edits only, the shape all of it)
-        if keep_shape and source.surface is not None:  # colour edits of a user's mesh: its own triangles
+        if keep_shape and source.surface is not None and not cuts:  # colour edits of a user's mesh: its own triangles
             shown = CompositeField(ae, source.reference, edited, surface=source.surface, keep_shape=True)
             mesh = recoloured_mesh(shown, source.surface.src)
         else:
             mesh, shown = composite_mesh(ae, source.reference, edited, req["resolution"],
                                          progress=ctx.stage(0.6, 0.95, "mesh"), cancel=ctx.cancelled,
-                                         min_part=min_part, surface=source.surface, keep_shape=keep_shape)
+                                         min_part=min_part, surface=source.surface, keep_shape=keep_shape,
+                                         cuts=cuts)
     warnings = [*source.warnings, *warnings]
     if norm is not None:
         mesh.vertices = norm.to_original_z_up(mesh.vertices)
@@ -478,7 +481,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
             "edited_share": {"shape": round(shape_share, 4), "colour": round(colour_share, 4)},
             "shown_over": "source_mesh" if source.surface is not None else "reference_latent",
             **({"normalisation": norm.to_dict()} if norm is not None else {})}
-    result = _write_outputs(ctx, req, mesh, edited, meta, reference=source.reference)
+    result = _write_outputs(ctx, req, mesh, edited, meta, reference=source.reference, cuts=cuts)
     return {**result, "warnings": warnings, "fit_iou": source.fit_iou}
 
 

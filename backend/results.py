@@ -13,6 +13,7 @@ from .protocol import write_kmesh
 
 LATENT_KEY = "latent"
 REFERENCE_KEY = "reference"
+CUT_KEYS = ("cut{}.removed", "cut{}.kept")  # a removed part's surface samples and the rest's
 LATENT_FORMAT = "kiln-latent/1"
 
 
@@ -35,15 +36,22 @@ class OutputRoot:
         return path
 
 
-def save_latent(path: str, latent, meta: dict, reference=None) -> None:
+def save_latent(path: str, latent, meta: dict, reference=None, cuts=()) -> None:
     """latent (3, C, R, R) tensor + JSON metadata (model, version, prompt/mesh, seed, parameters).
     An edit also stores its `reference`: the latent its chain of edits started from, which the
-    next edit is composited over (models.edit.composite)."""
+    next edit is composited over (models.edit.composite), and the parts its chain removed
+    (models.edit.removal.PartCut), which every later edit is shown without."""
+    import torch
     from safetensors.torch import save_file
 
     tensors = {LATENT_KEY: _stored(latent)}
     if reference is not None:
         tensors[REFERENCE_KEY] = _stored(reference)
+    for i, cut in enumerate(cuts):
+        for key, points in zip(CUT_KEYS, (cut.removed, cut.kept)):
+            tensors[key.format(i)] = torch.as_tensor(np.asarray(points, np.float32)).contiguous()
+    if cuts:
+        meta = {**meta, "cuts": [{"weight": float(c.weight)} for c in cuts]}
     info = {"format": LATENT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata={"kiln": json.dumps(info)})
@@ -51,7 +59,8 @@ def save_latent(path: str, latent, meta: dict, reference=None) -> None:
 
 
 def _stored(latent):
-    tensor = latent.detach().to("cpu").float().contiguous()
+    # a copy: safetensors refuses tensors that share memory (an edit's latent may be its reference)
+    tensor = latent.detach().to("cpu").float().clone().contiguous()
     return tensor[0] if tensor.ndim == 5 else tensor
 
 
@@ -85,6 +94,34 @@ def load_latent_with_reference(path: str, expected_shape: tuple | None = None):
         if not bool(np.isfinite(tensor.numpy()).all()):
             raise JobError("bad_input", f"{name} contains non-finite values")
     return latent[None], None if reference is None else reference[None], meta
+
+
+def load_cuts(path: str, meta: dict) -> list:
+    """The removed parts a latent file's chain of edits shows cut out (none for files without)."""
+    from safetensors import SafetensorError, safe_open
+
+    from models.edit.removal import PartCut
+
+    records = meta.get("cuts") or []
+    if not isinstance(records, list):
+        raise JobError("bad_input", f"{os.path.basename(path)}: its record of removed parts is not a list")
+    cuts = []
+    try:
+        with safe_open(path, framework="np") as f:
+            stored = set(f.keys())
+            for i, record in enumerate(records):
+                keys = [k.format(i) for k in CUT_KEYS]
+                if not set(keys) <= stored:
+                    raise JobError("bad_input", f"{os.path.basename(path)} lacks the points of removed part {i}")
+                removed, kept = (f.get_tensor(k) for k in keys)
+                if removed.ndim != 2 or removed.shape[1:] != (3,) or kept.ndim != 2 or kept.shape[1:] != (3,) \
+                        or not len(removed) or not len(kept) \
+                        or not (np.isfinite(removed).all() and np.isfinite(kept).all()):
+                    raise JobError("bad_input", f"{os.path.basename(path)}: removed part {i} is not a set of 3-D points")
+                cuts.append(PartCut(removed, kept, float(record.get("weight", 1.0))))
+    except (SafetensorError, OSError, ValueError, TypeError, AttributeError) as exc:
+        raise JobError("bad_input", f"{os.path.basename(path)}: cannot read its removed parts: {exc}") from None
+    return cuts
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:

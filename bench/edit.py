@@ -1,6 +1,7 @@
 """Instruction editing latency: a warm edit of a latent -> coloured mesh at 128^3, split into
 instruction encoding, the flow step (or, for a recolour, the grounded recolour: surface samples,
-grounding, two encoder passes), and the mesh: composited over the source as the backend
+grounding, two encoder passes; for a part removal, surface samples, grounding, two encoder
+passes, and the cut read where the mesh is searched), and the mesh: composited over the source as the backend
 does it (change masks on a grid, the edited field read where it is shown), against the edited
 latent's own mesh (`mesh_128_latent_only`); and the edit of a
 ~50k-face external mesh including reading, normalising, fitting a latent (60 steps) and
@@ -39,6 +40,7 @@ from models.triplane.loading import load_autoencoder  # noqa: E402
 
 INSTRUCTION = "make the legs longer"
 RECOLOUR = "make the seat blue"  # the grounded recolour path (models/edit/recolour.py)
+REMOVAL = "remove the back"      # the grounded removal path (models/edit/removal.py)
 
 
 def main() -> int:
@@ -64,6 +66,14 @@ def main() -> int:
     out["grounded_recolour_latent"] = timeit(lambda: editor.edit_latent(latent, RECOLOUR, seed=0))
     out["warm_recolour_to_mesh_128"] = timeit(   # as the backend shows a recolour: the source's shape
         lambda: composite_mesh(ae, latent, editor.edit_latent(latent, RECOLOUR, seed=1)[0], 128, keep_shape=True))
+
+    def removal_to_mesh():
+        e = editor.edit(latent, REMOVAL, seed=1)
+        assert e.path == "grounded_removal", e.path
+        return composite_mesh(ae, latent, e.latent, 128, cuts=[e.cut])
+
+    out["grounded_removal_latent"] = timeit(lambda: editor.edit(latent, REMOVAL, seed=0))
+    out["warm_removal_to_mesh_128"] = timeit(removal_to_mesh)
     out["reference_warm_text_to_mesh_128"] = text_job
     out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
 

@@ -122,7 +122,7 @@ def test_calibration_brings_the_decoded_colour_to_the_one_asked_for(editor, auto
     from models.edit.recolour import grounded_recolour
 
     _, pts, latent = held_out_mug(autoencoder)
-    r = editor.recolourer
+    r = editor.grounded
     errors = {0: [], 2: []}
     for name in ("navy", "olive", "salmon", "grey", "lavender", "brown", "dark green", "mustard", "sky blue",
                  "maroon"):
@@ -153,7 +153,7 @@ def test_a_colour_the_latent_cannot_hold_falls_back_to_the_nearest_palette_colou
     spec.colours, spec.patterns = {p: "grey" for p in spec.parts()}, {}
     pts = source_points(spec, PairKey("test", index, 0))
     latent = encode_cloud(autoencoder, coloured_cloud(Asset(spec), pts))
-    r = editor.recolourer
+    r = editor.grounded
     white = list(COLOURS).index("white")
 
     def white_share(instruction, cfg):

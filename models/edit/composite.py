@@ -14,6 +14,10 @@ An edit that cannot change the shape (a grounded recolour, `keep_shape`) takes n
 the edited field at all: its latent still drifts a little in shape, and where that drift passes
 the threshold it would otherwise show.
 
+A removed part (`removal.PartCut`) is cut out of the shown signed distance after all this: the
+latent cannot hold the removal, so the cuts of a chain are kept with it and applied to every
+later edit's field.
+
 The reference is the asset the chain of edits started from (a generated or fitted latent), so
 five chained edits still show the original wherever none of them changed it. For a user's mesh
 the shown field can start from the mesh itself instead (`surface`, a `meshio.MeshField`): the
@@ -33,6 +37,7 @@ from ..mesh import Mesh, extract_mesh
 from ..meshio import MeshField, SourceMesh
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.inference import LatentField
+from .removal import apply_cuts
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,12 @@ class CompositeField:
     reference latent's decoding as what is shown where the edit did not act; its colour stays
     on a moved surface unless the edit changed the colour there (a grey mesh made taller stays
     grey; a Kiln asset's moved part carries the edit's colour).
+    `cuts` are removed parts cut out of the shown shape (models/edit/removal.py).
     `share_edited()` says how much of the cube took the edit's shape and colour."""
 
     def __init__(self, ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor,
-                 cfg: CompositeConfig = CompositeConfig(), surface=None, keep_shape: bool = False):
-        self.ae, self.cfg, self.surface = ae, cfg, surface
+                 cfg: CompositeConfig = CompositeConfig(), surface=None, keep_shape: bool = False, cuts=()):
+        self.ae, self.cfg, self.surface, self.cuts = ae, cfg, surface, list(cuts or ())
         with torch.inference_mode():
             self.planes = ae.decode(torch.cat([reference[:1].to(edited.device), edited[:1]]))
         self.shape_mask, self.colour_mask = change_masks(ae, self.planes, cfg)
@@ -125,7 +131,8 @@ class CompositeField:
         return base
 
     def sdf(self, points: np.ndarray) -> np.ndarray:
-        return self._shown(points, 0).float().cpu().numpy()
+        sdf = self._shown(points, 0).float().cpu().numpy()
+        return apply_cuts(np.asarray(points, np.float32).reshape(-1, 3), sdf, self.cuts)
 
     def rgb(self, points: np.ndarray) -> np.ndarray:
         return self._shown(points, 1).float().cpu().numpy()
@@ -160,17 +167,32 @@ def mesh_surface(src: SourceMesh, seed: int = 0, check=None) -> MeshField:
                      plane_distance=True)
 
 
+class CutField:
+    """A field (`sdf`, `rgb` callables) with removed parts cut out of its shape."""
+
+    def __init__(self, field, cuts):
+        self.field, self.cuts = field, list(cuts)
+
+    def sdf(self, points: np.ndarray) -> np.ndarray:
+        return apply_cuts(np.asarray(points, np.float32).reshape(-1, 3), self.field.sdf(points), self.cuts)
+
+    def rgb(self, points: np.ndarray) -> np.ndarray:
+        return self.field.rgb(points)
+
+
 def shown_field(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, composite: bool = True,
-                cfg: CompositeConfig = CompositeConfig(), keep_shape: bool = False):
+                cfg: CompositeConfig = CompositeConfig(), keep_shape: bool = False, cuts=()):
     """The field an edit is meshed from: composited over its reference, or (composite=False) the
-    edited latent's own decoding."""
-    return CompositeField(ae, reference, edited, cfg, keep_shape=keep_shape) if composite else LatentField(ae, edited)
+    edited latent's own decoding; either with the chain's removed parts cut out."""
+    if composite:
+        return CompositeField(ae, reference, edited, cfg, keep_shape=keep_shape, cuts=cuts)
+    return CutField(LatentField(ae, edited), cuts) if cuts else LatentField(ae, edited)
 
 
 def composite_mesh(ae: TriplaneAutoencoder, reference: torch.Tensor, edited: torch.Tensor, resolution: int = 128,
                    progress=None, cancel=None, min_part: float = 0.0, cfg: CompositeConfig = CompositeConfig(),
-                   surface=None, keep_shape: bool = False) -> tuple[Mesh, CompositeField]:
+                   surface=None, keep_shape: bool = False, cuts=()) -> tuple[Mesh, CompositeField]:
     """The coloured mesh of an edit composited over its reference, or over `surface` (the
-    backend's edit output)."""
-    field = CompositeField(ae, reference, edited, cfg, surface, keep_shape)
+    backend's edit output), with the chain's removed parts cut out."""
+    field = CompositeField(ae, reference, edited, cfg, surface, keep_shape, cuts)
     return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part), field

@@ -16,6 +16,9 @@ does no silent damage.
 Colour edits take another path: an instruction the part grounding network reads as a recolour
 or as adding or removing a pattern is applied where that network says it points, as an
 encoded colour delta (models/edit/recolour.py), with the same strength and confidence scaling.
+So does removing a part, which the instruction kind reader (models/edit/kinds.py) recognises:
+the part the grounding network marks is cut out of the shown field (models/edit/removal.py),
+and the cut travels with the edit (`Edit.cut`).
 """
 from __future__ import annotations
 
@@ -37,7 +40,10 @@ from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
+from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
+from .kinds import InstructionKinds, load_kind_reader
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
+from .removal import PartCut, RemovalConfig, grounded_removal
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
 # One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
@@ -118,19 +124,33 @@ def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> to
 
 
 @dataclass
-class Recolourer:
-    """The grounded colour-edit path: the part grounding network and the autoencoder whose decoded
-    surface it reads and whose encoder lands the edit on the latent."""
+class GroundedEditor:
+    """The grounded edit paths: the part grounding network and the autoencoder whose decoded
+    surface it reads and whose encoder lands the edit on the latent; with a kind reader, part
+    removals too."""
     ae: TriplaneAutoencoder
     grounding: PartGrounding
     cfg: RecolourConfig = field(default_factory=RecolourConfig)
+    kind_reader: InstructionKinds | None = None
+    removal: RemovalConfig = field(default_factory=RemovalConfig)
+
+
+@dataclass
+class Edit:
+    """One edited asset: its latent (1, 3, C, R, R), warnings, which path made it ("flow",
+    "grounded_recolour", "grounded_pattern" or "grounded_removal") and, for a removed part, the
+    cut that shows the removal (the latent alone cannot: models/edit/removal.py)."""
+    latent: torch.Tensor
+    warnings: list[str]
+    path: str = "flow"
+    cut: PartCut | None = None
 
 
 class LatentEditor:
-    def __init__(self, model: EditModel, encoder: SentenceEncoder, recolourer: Recolourer | None = None):
+    def __init__(self, model: EditModel, encoder: SentenceEncoder, grounded: GroundedEditor | None = None):
         self.model = model
         self.encoder = encoder
-        self.recolourer = recolourer
+        self.grounded = grounded
         self._last_encoded: tuple[tuple[str, ...], Encoded] | None = None
 
     def encode(self, instructions: list[str]) -> Encoded:
@@ -144,12 +164,15 @@ class LatentEditor:
     @classmethod
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu", encoder: SentenceEncoder | None = None,
              autoencoder: TriplaneAutoencoder | None = None,
-             grounding_path: str | None = GROUNDING_WEIGHTS) -> "LatentEditor":
-        """grounding_path=None: every edit by the flow model (no grounded recolours)."""
-        recolourer = None
+             grounding_path: str | None = GROUNDING_WEIGHTS,
+             kinds_path: str | None = KINDS_WEIGHTS) -> "LatentEditor":
+        """grounding_path=None: every edit by the flow model (no grounded edits); kinds_path=None:
+        part removals by the flow model too."""
+        grounded = None
         if grounding_path is not None:
-            recolourer = Recolourer(autoencoder or load_autoencoder(device=device), load_grounding(grounding_path, device))
-        return cls(EditModel.load(path, device), encoder or shared_encoder(device), recolourer)
+            grounded = GroundedEditor(autoencoder or load_autoencoder(device=device), load_grounding(grounding_path, device),
+                                      kind_reader=None if kinds_path is None else load_kind_reader(kinds_path, device))
+        return cls(EditModel.load(path, device), encoder or shared_encoder(device), grounded)
 
     def assess(self, pooled: torch.Tensor) -> tuple[float, list[str]]:
         """(confidence in [0, 1], warnings) for one instruction embedding."""
@@ -169,17 +192,18 @@ class LatentEditor:
     def edit_latents(self, latents: torch.Tensor, instructions: list[str], seeds: list[int],
                      strength: float = 1.0, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
                      locality: float = DEFAULT_LOCALITY, gate: bool = True, grounded: bool = True,
-                     progress: Callable | None = None,
-                     cancel: Callable | None = None) -> tuple[torch.Tensor, list[list[str]]]:
-        """latents (B, 3, C, R, R) -> edited latents (B, 3, C, R, R), warnings per instruction.
-        gate=False ignores a model's change gate, grounded=False sends recolours through the flow
-        model too (both for measuring what they add)."""
+                     progress: Callable | None = None, cancel: Callable | None = None) -> list[Edit]:
+        """latents (B, 3, C, R, R) -> one Edit per instruction. gate=False ignores a model's change
+        gate, grounded=False sends colour edits and removals through the flow model too (both for
+        measuring what they add)."""
         edited, weights, enc, warnings = self._flow_edits(latents, instructions, seeds, strength, steps, guidance,
                                                           locality, gate, progress, cancel)
-        if grounded and self.recolourer is not None and float(weights.max()) > 0:
-            edited = self._recolour_grounded(edited, latents.to(edited.device, torch.float32), enc, weights, seeds,
-                                             cancel)
-        return edited, warnings
+        edits = [Edit(edited[i:i + 1], warnings[i]) for i in range(len(instructions))]
+        if grounded and self.grounded is not None and float(weights.max()) > 0:
+            source = latents.to(edited.device, torch.float32)
+            self._recolour_grounded(edits, source, enc, weights, seeds, cancel)
+            self._remove_grounded(edits, source, enc, weights, seeds, cancel)
+        return edits
 
     @torch.inference_mode()
     def _flow_edits(self, latents, instructions, seeds, strength, steps, guidance, locality, gate, progress, cancel):
@@ -216,32 +240,58 @@ class LatentEditor:
         return latents + scale * localise(delta, locality) * m.delta_std, scale.view(-1), enc, warnings
 
     @torch.inference_mode()
-    def _recolour_grounded(self, edited: torch.Tensor, latents: torch.Tensor, enc, weights: torch.Tensor,
-                           seeds: list[int], cancel: Callable | None) -> torch.Tensor:
-        """Rows whose instruction the grounding network reads as a colour edit (a recolour, a
+    def _recolour_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
+                           seeds: list[int], cancel: Callable | None) -> None:
+        """Edits whose instruction the grounding network reads as a colour edit (a recolour, a
         pattern added or removed) are replaced (in place) by the source repainted where it points
         (models/edit/recolour.py), not the flow's delta: the flow model recolours all or nothing
         (held-out part recolours 0 of 6) and rarely touches patterns."""
-        r = self.recolourer
-        kinds = grounded_kinds(r.grounding, enc.tokens, enc.mask, r.cfg.kinds)
+        g = self.grounded
+        kinds = grounded_kinds(g.grounding, enc.tokens, enc.mask, g.cfg.kinds)
         for i, kind in enumerate(kinds):
             if kind is None or float(weights[i]) <= 0:
                 continue
             if cancel is not None and cancel():
                 raise Cancelled()
-            edited[i:i + 1] = grounded_recolour(r.ae, r.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
-                                                enc.mask[i:i + 1], float(weights[i]), r.cfg, seeds[i], kind)
-        return edited
+            edits[i].latent = grounded_recolour(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
+                                                enc.mask[i:i + 1], float(weights[i]), g.cfg, seeds[i], kind)
+            edits[i].path = GROUNDED_PATHS[kind]
+
+    @torch.inference_mode()
+    def _remove_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
+                         seeds: list[int], cancel: Callable | None) -> None:
+        """Edits still the flow model's whose instruction the kind reader reads as removing a part
+        are replaced (in place) by the part cut out where the grounding network finds it
+        (models/edit/removal.py): the flow model left thin parts (held-out removals 7 of 11). Where
+        the network finds no such part the flow model's edit stays."""
+        g = self.grounded
+        if g.kind_reader is None:
+            return
+        asked = g.kind_reader.probability(enc.pooled, "remove_part") > g.removal.kind_threshold
+        for i, edit in enumerate(edits):
+            if edit.path != "flow" or not bool(asked[i]) or float(weights[i]) <= 0:
+                continue
+            if cancel is not None and cancel():
+                raise Cancelled()
+            removed = grounded_removal(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1], enc.mask[i:i + 1],
+                                       float(weights[i]), g.removal, seeds[i])
+            if removed is not None:
+                edit.latent, edit.cut = removed
+                edit.path = "grounded_removal"
 
     def path(self, instruction: str) -> str:
-        """Which model makes this instruction's edit (for metadata): "grounded_recolour",
-        "grounded_pattern" or "flow"."""
-        if self.recolourer is None or not instruction.strip():
+        """Which path a colour edit of this instruction takes ("grounded_recolour",
+        "grounded_pattern"), else "flow" (a removal's path depends on the asset: `Edit.path`)."""
+        if self.grounded is None or not instruction.strip():
             return "flow"
-        enc, r = self.encode([instruction]), self.recolourer
-        kind = grounded_kinds(r.grounding, enc.tokens, enc.mask, r.cfg.kinds)[0]
+        enc, g = self.encode([instruction]), self.grounded
+        kind = grounded_kinds(g.grounding, enc.tokens, enc.mask, g.cfg.kinds)[0]
         return GROUNDED_PATHS[kind] if kind else "flow"
 
+    def edit(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> Edit:
+        return self.edit_latents(latent[:1], [instruction], [seed], **kw)[0]
+
     def edit_latent(self, latent: torch.Tensor, instruction: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
-        edited, warnings = self.edit_latents(latent[:1], [instruction], [seed], **kw)
-        return edited, warnings[0]
+        """The edited latent and warnings alone (a removal's cut, which shows it, is in `edit`)."""
+        e = self.edit(latent, instruction, seed, **kw)
+        return e.latent, e.warnings

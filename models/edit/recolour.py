@@ -86,10 +86,7 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
     """One latent (1, ...) and instruction -> (source cloud (N, 6), repainted cloud (N, 6), share of
     each point's colour the edit sets (N,), before `weight`; the colour painted, (1, 3)): the
     source's decoded surface with its own and with the edit's colours."""
-    field = LatentField(ae, latent)
-    grid = sdf_grid(field.sdf, cfg.mc_res)  # coarse to fine: only cells near the surface at 64^3
-    pts = grid_surface_points(grid, field.sdf, cfg.points, np.random.default_rng([seed, 0x52434C52]))
-    rgb = field.rgb(pts)
+    field, pts, rgb = decoded_surface(ae, latent, cfg.points, cfg.mc_res, seed)
     p = torch.as_tensor(pts, device=latent.device)[None]
     out = model(field.planes, latent[:1], p, tokens, mask)
     region = torch.sigmoid(out.region[0]).cpu().numpy()
@@ -99,6 +96,16 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
         painted = out.colour[0].cpu().numpy()[None]
     source = np.concatenate([pts, rgb], 1)
     return source, repainted(source, painted, weight * region), region, painted
+
+
+def decoded_surface(ae: TriplaneAutoencoder, latent: torch.Tensor, points: int, mc_res: int,
+                    seed: int) -> tuple[LatentField, np.ndarray, np.ndarray]:
+    """A latent's decoded field, `points` samples of its surface (N, 3) and their decoded colours
+    (N, 3); NoSurfaceError when it has no surface in the cube."""
+    field = LatentField(ae, latent)
+    grid = sdf_grid(field.sdf, mc_res)  # coarse to fine: only cells near the surface
+    pts = grid_surface_points(grid, field.sdf, points, np.random.default_rng([seed, 0x52434C52]))
+    return field, pts, field.rgb(pts)
 
 
 def repainted(source: np.ndarray, colour: np.ndarray, blend: np.ndarray) -> np.ndarray:

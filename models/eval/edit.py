@@ -45,6 +45,7 @@ from ..device import pick_device
 from ..edit.composite import CompositeField, mesh_surface, shown_field
 from ..edit.data import PairKey, edit_for, pair_clouds, source_points
 from ..edit.grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
+from ..edit.kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
 from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
 from ..edit.recolour import SHAPE_KEEPING_PATHS
 from ..geometry import grid_points
@@ -88,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated colour edit kinds the grounded path takes (default: the pipeline's)")
     p.add_argument("--calibration-steps", type=int, default=None,
                    help="grounded recolours' colour calibration steps (default: the pipeline's)")
+    p.add_argument("--no-removal", action="store_true",
+                   help="part removals by the flow model (no kind reader, no grounded removal)")
     p.add_argument("--no-palette-fallback", action="store_true",
                    help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
     p.add_argument("--device", default="auto")
@@ -244,6 +247,11 @@ def keeps_shape(editor: LatentEditor, instructions: list[str]) -> bool:
     return all(editor.path(i) in SHAPE_KEEPING_PATHS for i in instructions)
 
 
+def cuts_of(edits) -> list:
+    """The removed parts a chain of edits shows cut out."""
+    return [e.cut for e in edits if e.cut is not None]
+
+
 def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
     return encode_cloud(ae, cloud)
 
@@ -252,13 +260,14 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     ae = load_autoencoder(device=device)
     editor = LatentEditor.load(args.weights, device, autoencoder=ae,
-                               grounding_path=None if args.no_grounding else args.grounding_weights)
-    if args.calibration_steps is not None and editor.recolourer is not None:
-        editor.recolourer.cfg = replace(editor.recolourer.cfg, calibration_steps=args.calibration_steps)
-    if args.grounded_kinds is not None and editor.recolourer is not None:
-        editor.recolourer.cfg = replace(editor.recolourer.cfg, kinds=tuple(args.grounded_kinds.split(",")))
-    if args.no_palette_fallback and editor.recolourer is not None:
-        editor.recolourer.cfg = replace(editor.recolourer.cfg, palette_fallback=None)
+                               grounding_path=None if args.no_grounding else args.grounding_weights,
+                               kinds_path=None if args.no_removal else KINDS_WEIGHTS)
+    if args.calibration_steps is not None and editor.grounded is not None:
+        editor.grounded.cfg = replace(editor.grounded.cfg, calibration_steps=args.calibration_steps)
+    if args.grounded_kinds is not None and editor.grounded is not None:
+        editor.grounded.cfg = replace(editor.grounded.cfg, kinds=tuple(args.grounded_kinds.split(",")))
+    if args.no_palette_fallback and editor.grounded is not None:
+        editor.grounded.cfg = replace(editor.grounded.cfg, palette_fallback=None)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
           if v is not None}
     if args.no_gate:
@@ -268,9 +277,10 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": "edit", "weights": os.path.relpath(args.weights, REPO), **kw,
                "composite": not args.no_composite,
                "grounding": None if args.no_grounding else os.path.relpath(args.grounding_weights, REPO),
-               "calibration_steps": editor.recolourer.cfg.calibration_steps if editor.recolourer else None,
-               "grounded_kinds": list(editor.recolourer.cfg.kinds) if editor.recolourer else None,
-               "palette_fallback": editor.recolourer.cfg.palette_fallback if editor.recolourer else None}
+               "calibration_steps": editor.grounded.cfg.calibration_steps if editor.grounded else None,
+               "grounded_kinds": list(editor.grounded.cfg.kinds) if editor.grounded else None,
+               "palette_fallback": editor.grounded.cfg.palette_fallback if editor.grounded else None,
+               "grounded_removal": bool(editor.grounded and editor.grounded.kind_reader is not None)}
     all_rows = []
     for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
         rows = []
@@ -279,12 +289,12 @@ def run(args: argparse.Namespace) -> int:
             before_pts = source_points(pair.before, key)
             src_cloud, tgt_cloud = pair_clouds(key, pair, before_pts)
             z_src, z_oracle = encoded(ae, src_cloud), encoded(ae, tgt_cloud)
-            z_edit, warnings = editor.edit_latent(z_src, pair.instruction, seed=0, **kw)
+            edit = editor.edit(z_src, pair.instruction, seed=0, **kw)
             probe = Probe(Asset(pair.before), Asset(pair.after), before_pts[:4096], tgt_cloud[:4096, :3], key.source)
-            shown = shown_field(ae, z_src, z_edit, composite=not args.no_composite,
-                                keep_shape=keeps_shape(editor, [pair.instruction]))
+            shown = shown_field(ae, z_src, edit.latent, composite=not args.no_composite,
+                                keep_shape=keeps_shape(editor, [pair.instruction]), cuts=cuts_of([edit]))
             row = judge(pair, probe, LatentField(ae, z_src), shown, LatentField(ae, z_oracle), grid)
-            rows.append({**row, "warned": bool(warnings)})
+            rows.append({**row, "edit_path": edit.path, "warned": bool(edit.warnings)})
         summary[name] = summarise(rows)
         if name == "heldout_phrasing":
             summary[name]["colour_edits_by_word"] = by_colour_word(rows)
@@ -316,19 +326,21 @@ def chained(ae, editor: LatentEditor, args, kw) -> dict:
         original = Asset(spec)
         z = z0 = encoded(ae, coloured_cloud(original, pts))
         src_field = LatentField(ae, z)
-        current, instructions = spec, []
+        current, instructions, edits = spec, [], []
         for step in range(args.chain_length):
             pair = edit_for(PairKey("test", index, step, "heldout"), current)
             if pair is None:
                 break
-            z, _ = editor.edit_latent(z, pair.instruction, seed=step, **kw)
+            edits.append(editor.edit(z, pair.instruction, seed=step, **kw))
+            z = edits[-1].latent
             instructions.append(pair.instruction)
             current = pair.after
             after = Asset(current)
             after_pts = pts[np.abs(after.query(pts, with_colour=False)[0]) < 2e-3]
             probe = Probe(original, after, pts[:4096], after_pts[:4096] if len(after_pts) else pts[:16], index)
             kept = preservation(probe, src_field, shown_field(ae, z0, z, composite=not args.no_composite,
-                                                              keep_shape=keeps_shape(editor, instructions)))
+                                                              keep_shape=keeps_shape(editor, instructions),
+                                                              cuts=cuts_of(edits)))
             if "untouched_iou" in kept:
                 per_step_iou[step].append(kept["untouched_iou"])
             if "untouched_colour_l1" in kept:
@@ -369,9 +381,10 @@ def out_of_domain(ae, editor: LatentEditor, kw, composite: bool) -> dict:
             spec = sample_asset_spec("test", TEST_BASE + 9000 + i)
             pts = source_points(spec, PairKey("test", TEST_BASE + 9000 + i, 0))
             z = encoded(ae, coloured_cloud(Asset(spec), pts))
-            z_edit, warnings = editor.edit_latent(z, text, seed=0, **kw)
-            shown = shown_field(ae, z, z_edit, composite, keep_shape=keeps_shape(editor, [text]))
+            edit = editor.edit(z, text, seed=0, **kw)
+            shown = shown_field(ae, z, edit.latent, composite, keep_shape=keeps_shape(editor, [text]),
+                                cuts=cuts_of([edit]))
             ious.append(occupancy_iou(LatentField(ae, z).sdf(grid) < 0, shown.sdf(grid) < 0))
-            warned.append(bool(warnings))
+            warned.append(bool(edit.warnings))
         out[text] = {"warned": float(np.mean(warned)), "iou_with_source": round(float(np.mean(ious)), 4)}
     return out

@@ -1,0 +1,61 @@
+"""Which kind of edit an instruction asks for (resize, remove a part, recolour, ...), read from
+its sentence embedding.
+
+The flow model and the grounding network never name the kind of a geometric edit: the flow
+model acts on the latent directly, and the grounding network's kind head lumps every edit that
+is not a colour edit together as "other". Removing a part has its own path
+(`models/edit/removal.py`), so something must say an instruction asks for one: a small MLP on
+the instruction's pooled MiniLM embedding, standardised with its training set's statistics,
+trained on the training templates of the procedural world's edits (`python -m models.train
+edit_kinds`) and evaluated on the held-out templates (`python -m models.eval edit_kinds`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..checkpoint import WEIGHTS_DIR, load_module
+from ..world.edits import EDIT_KINDS
+
+DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit_kinds.safetensors")
+
+
+@dataclass(frozen=True)
+class KindReaderConfig:
+    text_dim: int = 384
+    hidden: int = 256
+    dropout: float = 0.1
+    kinds: tuple[str, ...] = tuple(EDIT_KINDS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class InstructionKinds(nn.Module):
+    def __init__(self, cfg: KindReaderConfig = KindReaderConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("pooled_mean", torch.zeros(cfg.text_dim))
+        self.register_buffer("pooled_std", torch.ones(cfg.text_dim))
+        self.net = nn.Sequential(nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, len(cfg.kinds)))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Raw pooled sentence embeddings (B, D) -> kind logits (B, len(kinds))."""
+        return self.net((pooled - self.pooled_mean) / self.pooled_std)
+
+    @torch.inference_mode()
+    def probability(self, pooled: torch.Tensor, kind: str) -> torch.Tensor:
+        """(B,) probability that each instruction asks for an edit of `kind`."""
+        return self(pooled).softmax(-1)[:, self.cfg.kinds.index(kind)]
+
+
+def load_kind_reader(path: str = DEFAULT_WEIGHTS, device="cpu") -> InstructionKinds:
+    def build(config: dict) -> InstructionKinds:
+        return InstructionKinds(KindReaderConfig(**{**config, "kinds": tuple(config["kinds"])}))
+
+    return load_module(path, build, device, f"edit kind weights not found: {path} (python -m models.train edit_kinds)")

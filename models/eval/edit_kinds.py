@@ -1,0 +1,53 @@
+"""Held-out evaluation of the instruction kind reader (models/edit/kinds.py).
+
+    python -m models.eval edit_kinds
+
+Instructions of edits of held-out assets (the test stream), written with the held-out templates
+("get rid of the {part}", "it should have {n} {part}") and, for comparison, the training
+templates. Reports accuracy per kind and the precision and recall of the one kind that picks a
+path of its own (remove_part: models/edit/removal.py), and prints a final JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..edit.kinds import DEFAULT_WEIGHTS, load_kind_reader
+from ..train.edit_kinds import embed, instructions
+from . import finish
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_SOURCES = range(2000, 2600)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_kinds_eval.json"))
+
+
+def scores(model, texts: list[str], kinds: list[str]) -> dict:
+    kinds_arr = np.array(kinds)
+    with torch.inference_mode():
+        pred = np.array(model.cfg.kinds)[model(embed(texts)).argmax(-1).numpy()]
+    out = {"instructions": len(texts), "accuracy": round(float((pred == kinds_arr).mean()), 4),
+           "per_kind": {k: round(float((pred[kinds_arr == k] == k).mean()), 3) for k in model.cfg.kinds
+                        if (kinds_arr == k).any()}}
+    said, true = pred == "remove_part", kinds_arr == "remove_part"
+    out["remove_part"] = {"precision": round(float((said & true).sum() / max(said.sum(), 1)), 4),
+                          "recall": round(float((said & true).sum() / max(true.sum(), 1)), 4),
+                          "read_as_removal": sorted({t for t, s, r in zip(texts, said, true) if s and not r})[:10]}
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.time()
+    model = load_kind_reader(args.weights)
+    summary = {"model": "edit_kinds", "weights": os.path.relpath(args.weights, REPO)}
+    for name, phrasing in (("heldout_phrasing", "heldout"), ("training_phrasing", "train")):
+        summary[name] = scores(model, *instructions("test", TEST_SOURCES, phrasing))
+        print(name, summary[name], flush=True)
+    return finish(summary, t0, args.json_out)

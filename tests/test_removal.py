@@ -1,5 +1,6 @@
-"""Part removal: the instruction kind reader, the field-space cut, a held-out mug's handle removed
-with its body kept, and the cut travelling with the latent file through a chain of edits."""
+"""Part removal: the instruction kind reader, the part presence network, the field-space cut, a
+held-out mug's handle removed with its body kept (and nothing removed for a part it lacks), and
+the cut travelling with the latent file through a chain of edits."""
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,7 @@ from backend.results import load_cuts, load_latent, save_latent
 from models.edit.composite import shown_field
 from models.edit.kinds import load_kind_reader
 from models.edit.pipeline import LatentEditor
+from models.edit.presence import load_part_presence
 from models.edit.removal import PartCut
 from models.geometry import grid_points
 from models.text.encoder import shared_encoder
@@ -98,6 +100,19 @@ def test_removing_a_handle_empties_it_and_keeps_the_body(editor, autoencoder):
     assert torch.equal(same.latent, latent) and same.cut is None
     # not a removal: the flow model's edit, no cut
     assert editor.edit(latent, "make it taller", seed=0).cut is None
+    # a part the mug does not have: left exactly as it was, and said so (the grounding network
+    # alone would mark something to cut)
+    absent = editor.edit(latent, "remove the spoiler", seed=0)
+    assert torch.equal(absent.latent, latent) and absent.cut is None
+    assert any("does not seem to have the part" in w for w in absent.warnings), absent.warnings
+
+
+def test_part_presence_knows_a_mug_has_a_handle_and_no_legs(autoencoder):
+    _, _, latent = held_out_mug(autoencoder)
+    texts = ["remove the handle", "get rid of the handle", "remove the legs", "remove the spoiler", "without the wheels"]
+    p = load_part_presence().probability(latent.expand(len(texts), -1, -1, -1, -1),
+                                         shared_encoder().encode(texts).pooled).numpy()
+    assert (p[:2] > 0.5).all() and (p[2:] < 0.5).all(), dict(zip(texts, p.round(2)))
 
 
 def test_cuts_round_trip_through_the_latent_file_and_damage_is_bad_input(tmp_path):

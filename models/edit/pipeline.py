@@ -42,6 +42,8 @@ from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
 from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
 from .kinds import InstructionKinds, load_kind_reader
+from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
+from .presence import PartPresence, load_part_presence
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
 from .removal import PartCut, RemovalConfig, grounded_removal
 
@@ -126,12 +128,13 @@ def _velocity_keeping_first_gate(dit: LatentDiT, gate_logits: list, *args) -> to
 @dataclass
 class GroundedEditor:
     """The grounded edit paths: the part grounding network and the autoencoder whose decoded
-    surface it reads and whose encoder lands the edit on the latent; with a kind reader, part
-    removals too."""
+    surface it reads and whose encoder lands the edit on the latent; with a kind reader and a
+    part presence network, part removals too."""
     ae: TriplaneAutoencoder
     grounding: PartGrounding
     cfg: RecolourConfig = field(default_factory=RecolourConfig)
     kind_reader: InstructionKinds | None = None
+    presence: PartPresence | None = None
     removal: RemovalConfig = field(default_factory=RemovalConfig)
 
 
@@ -165,13 +168,17 @@ class LatentEditor:
     def load(cls, path: str = DEFAULT_WEIGHTS, device="cpu", encoder: SentenceEncoder | None = None,
              autoencoder: TriplaneAutoencoder | None = None,
              grounding_path: str | None = GROUNDING_WEIGHTS,
-             kinds_path: str | None = KINDS_WEIGHTS) -> "LatentEditor":
+             kinds_path: str | None = KINDS_WEIGHTS,
+             presence_path: str | None = PRESENCE_WEIGHTS) -> "LatentEditor":
         """grounding_path=None: every edit by the flow model (no grounded edits); kinds_path=None:
-        part removals by the flow model too."""
+        part removals by the flow model too; presence_path=None: a removal cuts whatever the
+        grounding network marks, whether or not the asset has the part."""
         grounded = None
         if grounding_path is not None:
-            grounded = GroundedEditor(autoencoder or load_autoencoder(device=device), load_grounding(grounding_path, device),
-                                      kind_reader=None if kinds_path is None else load_kind_reader(kinds_path, device))
+            grounded = GroundedEditor(
+                autoencoder or load_autoencoder(device=device), load_grounding(grounding_path, device),
+                kind_reader=None if kinds_path is None else load_kind_reader(kinds_path, device),
+                presence=None if kinds_path is None or presence_path is None else load_part_presence(presence_path, device))
         return cls(EditModel.load(path, device), encoder or shared_encoder(device), grounded)
 
     def assess(self, pooled: torch.Tensor) -> tuple[float, list[str]]:
@@ -262,8 +269,10 @@ class LatentEditor:
                          seeds: list[int], cancel: Callable | None) -> None:
         """Edits still the flow model's whose instruction the kind reader reads as removing a part
         are replaced (in place) by the part cut out where the grounding network finds it
-        (models/edit/removal.py): the flow model left thin parts (held-out removals 7 of 11). Where
-        the network finds no such part the flow model's edit stays."""
+        (models/edit/removal.py): the flow model left thin parts (held-out removals 7 of 11). An
+        asset the presence network says lacks the named part is left as it was, with a warning
+        (the grounding network would mark something anyway); where the grounding network finds
+        no such part the flow model's edit stays."""
         g = self.grounded
         if g.kind_reader is None:
             return
@@ -273,6 +282,11 @@ class LatentEditor:
                 continue
             if cancel is not None and cancel():
                 raise Cancelled()
+            if g.presence is not None and float(g.presence.probability(latents[i:i + 1], enc.pooled[i:i + 1])) < 0.5:
+                edit.latent, edit.path = latents[i:i + 1].clone(), "grounded_removal"
+                edit.warnings = [*edit.warnings, "the asset does not seem to have the part this instruction names, "
+                                                 "so nothing was removed"]
+                continue
             removed = grounded_removal(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1], enc.mask[i:i + 1],
                                        float(weights[i]), g.removal, seeds[i])
             if removed is not None:

@@ -56,23 +56,37 @@ def drawn_edits(split: str, sources: range, phrasing: str = "train"):
                 yield pair
 
 
+def slot_vocabulary(sources: range) -> dict[str, list[str]]:
+    """Every word the training edits of these assets fill each template slot with."""
+    vocab: dict[str, set] = {}
+    for pair in drawn_edits("train", sources):
+        for slot, word in pair.words.items():
+            vocab.setdefault(slot, set()).add(word)
+    return {slot: sorted(words) for slot, words in vocab.items()}
+
+
+def template_slots(template: str) -> list[str]:
+    return [name for _, name, _, _ in Formatter().parse(template) if name]
+
+
+def filled(template: str, vocab: dict[str, list[str]], rng: np.random.Generator, **given) -> str:
+    """The template with `given` words and, in its other slots, random words of the vocabulary."""
+    return template.format(**{slot: given[slot] if slot in given else vocab[slot][rng.integers(len(vocab[slot]))]
+                              for slot in template_slots(template)})
+
+
 def shuffled_fills(sources: range, fills: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """Every training template of every kind filled `fills` times with words drawn from all the
     training edits' words for each slot (any part noun, any colour word). A part noun alone then
     says nothing of the kind: with each edit's own words only, "spoiler" came mostly with adding
     one, and "without the spoiler" was read as adding it. Texts two kinds could both produce are
     dropped."""
-    vocab: dict[str, set] = {}
-    for pair in drawn_edits("train", sources):
-        for slot, word in pair.words.items():
-            vocab.setdefault(slot, set()).add(word)
-    vocab = {slot: sorted(words) for slot, words in vocab.items()}
+    vocab = slot_vocabulary(sources)
     kind_of: dict[str, str] = {}
     for kind in EDIT_KINDS:
         for template in INSTRUCTIONS[kind]["train"]:
-            slots = [name for _, name, _, _ in Formatter().parse(template) if name]
-            for _ in range(fills if slots else 1):
-                text = template.format(**{slot: vocab[slot][rng.integers(len(vocab[slot]))] for slot in slots})
+            for _ in range(fills if template_slots(template) else 1):
+                text = filled(template, vocab, rng)
                 kind_of[text] = kind if kind_of.get(text, kind) == kind else None
     texts = sorted(t for t, k in kind_of.items() if k is not None)
     return texts, [kind_of[t] for t in texts]

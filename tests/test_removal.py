@@ -1,4 +1,4 @@
-"""Part removal: the instruction kind reader, the part presence network, the field-space cut, a
+"""Part removal: the part presence network, the field-space cut, a
 held-out mug's handle removed with its body kept (and nothing removed for a part it lacks), and
 the cut travelling with the latent file through a chain of edits."""
 import numpy as np
@@ -8,7 +8,6 @@ import torch
 from backend.errors import JobError
 from backend.results import load_cuts, load_latent, save_latent
 from models.edit.composite import shown_field
-from models.edit.kinds import load_kind_reader
 from models.edit.pipeline import LatentEditor
 from models.edit.presence import load_part_presence
 from models.edit.removal import PartCut
@@ -58,14 +57,6 @@ def test_a_cut_scales_with_its_weight():
     s = sdf(p).astype(np.float32)
     none, half, full = (PartCut(part, body, w).apply(p, s) for w in (0.0, 0.5, 1.0))
     assert np.array_equal(none, s) and s < half < full and full > 0
-
-
-def test_the_kind_reader_reads_held_out_removal_phrasings():
-    reader = load_kind_reader()
-    texts = ["get rid of the handle", "without the armrests", "remove the spoiler",   # removals
-             "make the handle blue", "make the legs longer", "give it four legs", "add armrests", "no more stripes"]
-    p = reader.probability(shared_encoder().encode(texts).pooled, "remove_part").numpy()
-    assert (p[:3] > 0.5).all() and (p[3:] < 0.5).all(), dict(zip(texts, p.round(2)))
 
 
 @pytest.fixture(scope="module")

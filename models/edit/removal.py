@@ -21,8 +21,9 @@ instruction's confidence) blends toward that field: below 1 the part thins inste
 
 The cut is kept with the edited latent (the backend stores it beside the latent, and every later
 edit of the chain is shown with it), since the latent itself cannot hold the removal. The latent
-carries what the encoder makes of it: the source's decoded surface without the part's points,
-encoded as a delta like a recolour (`recolour.encoded_recolour`), for later edits to start from.
+carries what the encoder makes of it, for later edits to start from: the latent plus the
+encoder's difference between the source's decoded surface samples without the part's and with
+them (a delta, as a recolour's, so the encoder's sampling drift cancels).
 """
 from __future__ import annotations
 

@@ -86,6 +86,9 @@ def test_removing_a_handle_empties_it_and_keeps_the_body(editor, autoencoder):
     after = shown_field(autoencoder, latent, edit.latent, cuts=[edit.cut])
     assert (after.sdf(handle) < 0).mean() < 0.1
     assert (after.sdf(body) < 0).mean() > 0.95
+    # the result's edited share counts what the cut emptied, even where the latent did not move
+    assert shown_field(autoencoder, latent, latent).share_edited()[0] == 0.0
+    assert shown_field(autoencoder, latent, latent, cuts=[edit.cut]).share_edited()[0] > 0.0
     # strength 0 changes nothing and cuts nothing
     same = editor.edit(latent, "get rid of the handle", seed=0, strength=0.0)
     assert torch.equal(same.latent, latent) and same.cut is None

@@ -138,8 +138,14 @@ class CompositeField:
         return self._shown(points, 1).float().cpu().numpy()
 
     def share_edited(self) -> tuple[float, float]:
-        """Shares of the grid where the shape and the colour come from the edit."""
-        return float((self.shape_mask > 0.5).float().mean()), float((self.colour_mask > 0.5).float().mean())
+        """Shares of the grid where the shape and the colour come from the edit; the shape's
+        includes where a removed part's cut empties the asset."""
+        shaped = (self.shape_mask > 0.5).view(-1).cpu().numpy()
+        if self.cuts:
+            pts = grid_points(self.cfg.resolution)
+            sdf = self._shown(pts, 0).float().cpu().numpy()
+            shaped = shaped | ((sdf < 0) & (apply_cuts(pts, sdf, self.cuts) >= 0))
+        return float(shaped.mean()), float((self.colour_mask > 0.5).float().mean())
 
 
 def recoloured_mesh(field: CompositeField, src: SourceMesh) -> Mesh:

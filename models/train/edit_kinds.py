@@ -92,6 +92,23 @@ def shuffled_fills(sources: range, fills: int, rng: np.random.Generator) -> tupl
     return texts, [kind_of[t] for t in texts]
 
 
+def fit(model: torch.nn.Module, batch_loss, steps: int, lr: float, t0: float) -> None:
+    """AdamW (weight decay 0.01) with a one-cycle schedule on `batch_loss()` for `steps` steps,
+    the loss printed every 500; the model is left in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    model.train()
+    for step in range(1, steps + 1):
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == steps:
+            print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    model.eval()
+
+
 @torch.inference_mode()
 def embed(texts: list[str], batch: int = 256) -> torch.Tensor:
     encoder = shared_encoder("cpu")
@@ -119,20 +136,13 @@ def run(args: argparse.Namespace) -> int:
     order = np.argsort(labels.numpy(), kind="stable")
     counts = np.bincount(labels.numpy(), minlength=len(cfg.kinds))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
-    model.train()
-    for step in range(1, args.steps + 1):
+
+    def batch_loss() -> torch.Tensor:
         cls = rng.integers(0, len(cfg.kinds), args.batch)  # kinds drawn evenly
         idx = torch.from_numpy(order[starts[cls] + (rng.random(args.batch) * counts[cls]).astype(np.int64)])
-        loss = F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == args.steps:
-            print(f"step {step} loss {loss.item():.4f}", flush=True)
-    model.eval()
+        return F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
+
+    fit(model, batch_loss, args.steps, args.lr, t0)
     with torch.inference_mode():
         acc = float((model(pooled).argmax(-1) == labels).float().mean())
     save_model(model, args.out, cfg.to_dict(), seed=args.seed, sources=args.sources, steps=args.steps,

@@ -26,7 +26,7 @@ from ..edit.presence import DEFAULT_WEIGHTS, PartPresence, PresenceConfig
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
 from ..world.edits import INSTRUCTIONS
-from .edit_kinds import embed, filled, slot_vocabulary
+from .edit_kinds import embed, filled, fit, slot_vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PART_KINDS = ("remove_part", "recolour_part", "resize_part")
@@ -87,24 +87,17 @@ def run(args: argparse.Namespace) -> int:
     model.latent_std.copy_(latents.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3))
     model.pooled_mean.copy_(pooled.mean(0))
     model.pooled_std.copy_(pooled.std(0).clamp(min=1e-4))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
-    model.train()
-    for step in range(1, args.steps + 1):
+
+    def batch_loss() -> torch.Tensor:
         assets = rng.integers(0, args.assets, args.batch)
         want = rng.random(args.batch) < 0.5   # half the questions name a part the asset has
         noun = np.array([rng.choice(np.flatnonzero(present[a] == w)) if (present[a] == w).any()
                          else rng.integers(len(nouns)) for a, w in zip(assets, want)])
         text = np.array([rng.choice(by_noun[n]) for n in noun])
         label = torch.as_tensor(present[assets, noun], dtype=torch.float32)
-        loss = F.binary_cross_entropy_with_logits(model(latents[assets], pooled[text]), label)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == args.steps:
-            print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
-    model.eval()
+        return F.binary_cross_entropy_with_logits(model(latents[assets], pooled[text]), label)
+
+    fit(model, batch_loss, args.steps, args.lr, t0)
     save_model(model, args.out, model.cfg.to_dict(), seed=args.seed, assets=args.assets, steps=args.steps,
                nouns=nouns, train_seconds=round(time.time() - t0, 1))
     print(f"saved {args.out} in {time.time() - t0:.0f}s", flush=True)

@@ -143,8 +143,12 @@ class CompositeField:
         shaped = (self.shape_mask > 0.5).view(-1).cpu().numpy()
         if self.cuts:
             pts = grid_points(self.cfg.resolution)
-            sdf = self._shown(pts, 0).float().cpu().numpy()
-            shaped = shaped | ((sdf < 0) & (apply_cuts(pts, sdf, self.cuts) >= 0))
+            # only near a removed part can its cut empty anything (removal.PartCut.box)
+            near = np.zeros(len(pts), bool)
+            for cut in self.cuts:
+                near |= np.all((pts >= cut.box[0]) & (pts <= cut.box[1]), axis=1)
+            sdf = self._shown(pts[near], 0).float().cpu().numpy()
+            shaped[near] |= (sdf < 0) & (apply_cuts(pts[near], sdf, self.cuts) >= 0)
         return float(shaped.mean()), float((self.colour_mask > 0.5).float().mean())
 
 

@@ -8,7 +8,8 @@ Pair sets (none seen in training):
   heldout_combo     the held-out (edit kind, category) combinations, e.g. resizing a lamp's
                     part or removing a car's spoiler, with training phrasings
 Everything is measured on the field the backend meshes (the edit composited over its source,
-`models.edit.composite`; `--no-composite`: the edited latent's own decoding), against the
+`models.edit.composite`, with a removed part's cut; `--no-composite`: the edited latent's own
+decoding, with the cut; `--no-removal`: removals by the flow model), against the
 exact before/after assets of the procedural world:
   success       resize whole/axis: the decoded bounding box moved at least half-way (in log
                 scale) to the asked factor along the asked axes. Other kinds: in the region

@@ -132,7 +132,7 @@ class CompositeField:
 
     def sdf(self, points: np.ndarray) -> np.ndarray:
         sdf = self._shown(points, 0).float().cpu().numpy()
-        return apply_cuts(np.asarray(points, np.float32).reshape(-1, 3), sdf, self.cuts)
+        return apply_cuts(points, sdf, self.cuts)
 
     def rgb(self, points: np.ndarray) -> np.ndarray:
         return self._shown(points, 1).float().cpu().numpy()
@@ -184,7 +184,7 @@ class CutField:
         self.field, self.cuts = field, list(cuts)
 
     def sdf(self, points: np.ndarray) -> np.ndarray:
-        return apply_cuts(np.asarray(points, np.float32).reshape(-1, 3), self.field.sdf(points), self.cuts)
+        return apply_cuts(points, self.field.sdf(points), self.cuts)
 
     def rgb(self, points: np.ndarray) -> np.ndarray:
         return self.field.rgb(points)

@@ -89,7 +89,10 @@ class PartCut:
         return out
 
 
-def apply_cuts(points: np.ndarray, sdf: np.ndarray, cuts) -> np.ndarray:
+def apply_cuts(points, sdf: np.ndarray, cuts) -> np.ndarray:
+    """Signed distances (N,) at points (anything that reshapes to (N, 3)) with every cut applied."""
+    if cuts:
+        points = np.asarray(points, np.float32).reshape(-1, 3)
     for cut in cuts or ():
         sdf = cut.apply(points, sdf)
     return sdf

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import save_model
-from ..edit.data import PairKey, edit_for
+from ..edit.data import EDITS_PER_SOURCE, source_edits
 from ..edit.kinds import DEFAULT_WEIGHTS, InstructionKinds, KindReaderConfig
 from ..text.encoder import shared_encoder
 from ..world.edits import EDIT_KINDS, INSTRUCTIONS
@@ -49,11 +49,10 @@ def instructions(split: str, sources: range, phrasing: str) -> tuple[list[str], 
 
 
 def drawn_edits(split: str, sources: range, phrasing: str = "train"):
+    """The edits the edit model's training draws for these assets, in its order."""
     for source in sources:
-        for k, kind in ((0, None), (1, "rare")):
-            pair = edit_for(PairKey(split, source, k, phrasing, kind))
-            if pair is not None:
-                yield pair
+        for _, pair in source_edits(split, source, EDITS_PER_SOURCE, phrasing):
+            yield pair
 
 
 def slot_vocabulary(sources: range) -> dict[str, list[str]]:

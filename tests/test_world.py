@@ -190,3 +190,24 @@ def test_sparse_captions_leave_out_what_they_omit():
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     spec = sample_asset_spec("train", 5)
     assert caption(spec, a) == caption(spec, b, omit=0.0) and a.random() == b.random()
+
+
+def test_first_index_of_a_category():
+    from models.world.asset import first_index_of
+
+    for start in (0, 6000, 17007):
+        for name in CATEGORY_NAMES:
+            i = first_index_of(name, start)
+            assert start <= i < start + len(CATEGORY_NAMES)
+            assert sample_asset_spec("test", i).category == name
+
+
+def test_evaluations_held_out_combinations_are_the_held_out_ones():
+    # they once took category c at base + c, which is another category unless base is a multiple of 13
+    from models.edit.data import edit_for
+    from models.eval.edit import heldout_keys
+    from models.eval.grounding import eval_keys
+
+    combos = {(k.kind, edit_for(k).before.category) for k in heldout_keys(0, 2)["heldout_combo"]}
+    assert combos == set(HELDOUT_EDIT_COMBOS)
+    assert {edit_for(k).before.category for k in eval_keys(2)["heldout_combo"]} == {"house"}

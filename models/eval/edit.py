@@ -1,6 +1,7 @@
 """Evaluate instruction editing on held-out pairs.
 
     python -m models.eval edit [--per-kind 6] [--per-combo 4] [--chains 8]
+    python -m models.eval edit --kinds add_part,change_count --per-kind 16 --pairs-only --json-out X
 
 Pair sets (none seen in training):
   heldout_phrasing  test-stream assets, instructions written with held-out templates
@@ -53,7 +54,7 @@ from ..geometry import grid_points
 from ..meshio import normalise, sdf_samples
 from ..triplane.inference import LatentField, encode_cloud, encode_source_mesh
 from ..triplane.loading import load_autoencoder
-from ..world.asset import Asset, sample_asset_spec
+from ..world.asset import Asset, first_index_of, sample_asset_spec
 from ..world.captions import HELD_OUT_COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.edits import EDIT_KINDS, FACTOR, HELDOUT_EDIT_COMBOS
@@ -74,6 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS)
     p.add_argument("--per-kind", type=int, default=6, help="held-out-phrasing pairs per edit kind")
     p.add_argument("--per-combo", type=int, default=4, help="pairs per held-out (kind, category) combination")
+    p.add_argument("--kinds", default=None,
+                   help="comma-separated edit kinds: only these pairs (held-out phrasings and combinations)")
+    p.add_argument("--pairs-only", action="store_true",
+                   help="only the pair sets: no chains, out-of-domain instructions or external meshes")
     p.add_argument("--chains", type=int, default=8)
     p.add_argument("--chain-length", type=int, default=5)
     p.add_argument("--guidance", type=float, default=None)
@@ -98,9 +103,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
 
-def heldout_keys(per_kind: int, per_combo: int) -> dict[str, list[PairKey]]:
+def heldout_keys(per_kind: int, per_combo: int, kinds: tuple[str, ...] = EDIT_KINDS) -> dict[str, list[PairKey]]:
     phrasing = []
-    for kind in EDIT_KINDS:
+    for kind in kinds:
         i, got = 0, 0
         while got < per_kind and i < 400:
             key = PairKey("test", TEST_BASE + 400 * EDIT_KINDS.index(kind) + i, 0, "heldout", kind)
@@ -109,10 +114,10 @@ def heldout_keys(per_kind: int, per_combo: int) -> dict[str, list[PairKey]]:
                 phrasing.append(key)
                 got += 1
     combo = []
-    for kind, cat in sorted(HELDOUT_EDIT_COMBOS):
-        c, i, got = CATEGORY_NAMES.index(cat), 0, 0
+    for kind, cat in sorted(c for c in HELDOUT_EDIT_COMBOS if c[0] in kinds):
+        first, i, got = first_index_of(cat, TEST_BASE + 4000), 0, 0
         while got < per_combo and i < 200:
-            key = PairKey("test", TEST_BASE + 4000 + 13 * i + c, 0, "train", kind)
+            key = PairKey("test", first + len(CATEGORY_NAMES) * i, 0, "train", kind)
             i += 1
             if edit_for(key) is not None:
                 combo.append(key)
@@ -283,7 +288,10 @@ def run(args: argparse.Namespace) -> int:
                "palette_fallback": editor.grounded.cfg.palette_fallback if editor.grounded else None,
                "grounded_removal": bool(editor.grounded and editor.grounded.kind_reader is not None)}
     all_rows = []
-    for name, keys in heldout_keys(args.per_kind, args.per_combo).items():
+    kinds = tuple(args.kinds.split(",")) if args.kinds else EDIT_KINDS
+    if args.kinds:
+        summary["kinds"] = list(kinds)
+    for name, keys in heldout_keys(args.per_kind, args.per_combo, kinds).items():
         rows = []
         for key in keys:
             pair = edit_for(key)
@@ -303,12 +311,13 @@ def run(args: argparse.Namespace) -> int:
         for r in rows[:: max(1, len(rows) // 8)]:
             print("   ", json.dumps(r))
         all_rows += [{"set": name, **r} for r in rows]
-    summary["chained"] = chained(ae, editor, args, kw)
-    print("chained", json.dumps(summary["chained"]), flush=True)
-    summary["out_of_domain"] = out_of_domain(ae, editor, kw, composite=not args.no_composite)
-    print("out_of_domain", json.dumps(summary["out_of_domain"]), flush=True)
-    summary["external_meshes"] = external_mesh_recolours(ae, editor, kw)
-    print("external_meshes", json.dumps(summary["external_meshes"]), flush=True)
+    if not args.pairs_only:
+        summary["chained"] = chained(ae, editor, args, kw)
+        print("chained", json.dumps(summary["chained"]), flush=True)
+        summary["out_of_domain"] = out_of_domain(ae, editor, kw, composite=not args.no_composite)
+        print("out_of_domain", json.dumps(summary["out_of_domain"]), flush=True)
+        summary["external_meshes"] = external_mesh_recolours(ae, editor, kw)
+        print("external_meshes", json.dumps(summary["external_meshes"]), flush=True)
     if args.json_out:  # every judged pair, for failure analysis: <json_out>_pairs.jsonl
         with open(os.path.splitext(args.json_out)[0] + "_pairs.jsonl", "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in all_rows)

@@ -40,7 +40,7 @@ from ..world.edits import HELDOUT_EDIT_COMBOS
 from ..text.encoder import shared_encoder
 from ..triplane.inference import encode_cloud
 from ..triplane.loading import load_autoencoder
-from ..world.asset import Asset
+from ..world.asset import Asset, first_index_of
 from ..world.captions import HELD_OUT_COLOUR_WORDS
 from ..world.categories import CATEGORY_NAMES
 from ..world.palette import nearest_colour
@@ -68,8 +68,8 @@ def eval_keys(per_set: int) -> dict[str, list[PairKey]]:
         for k, kind in enumerate(("add_pattern", "remove_pattern")):
             sets[name] += _first_keys(per_set, TEST_BASE + 20000 + 2000 * s + 1000 * k, 25 * per_set, phrasing, kind,
                                       keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS)
-    house = CATEGORY_NAMES.index("house")
-    sets["heldout_combo"] = _first_keys(per_set, TEST_BASE + 15000 + house, 20 * per_set, "train", "recolour_part",
+    sets["heldout_combo"] = _first_keys(per_set, first_index_of("house", TEST_BASE + 15000), 20 * per_set, "train",
+                                        "recolour_part",
                                         step=len(CATEGORY_NAMES))
     return sets
 

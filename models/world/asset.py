@@ -203,6 +203,12 @@ def asset_rng(split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([split_code(split), int(index), 0x4B494C4E])
 
 
+def first_index_of(category: str, start: int) -> int:
+    """The first asset index >= start of `category` in either stream (categories go round-robin,
+    so every len(CATEGORY_NAMES)-th index after it is one too)."""
+    return start + (CATEGORY_NAMES.index(category) - start) % len(CATEGORY_NAMES)
+
+
 def sample_asset_spec(split: str, index: int) -> AssetSpec:
     """Asset `index` of `split` ('train' | 'test'): category round-robin, the rest from the seed."""
     rng = asset_rng(split, index)

@@ -100,3 +100,21 @@ def test_surface_loss_prefers_the_true_edit_and_trains_only_the_delta(autoencode
     loss.loss(delta, np.array([0]), np.random.default_rng(1)).backward()
     assert delta.grad.abs().sum() > 0
     assert all(p.grad is None for p in ae.parameters())
+
+
+def test_structure_pairs_add_or_take_away_parts_and_replay_from_their_keys():
+    from models.edit.data import STRUCTURE_KINDS, replayed_pairs, source_edits
+    from models.world.edits import EDIT_KINDS
+
+    first, n = 3000, 40
+    made = [(key, pair) for i in range(first, first + n) for key, pair in source_edits("train", i, 2, group="structure")]
+    assert len(made) > n // 2  # about a third of the assets have a part to add or a count to change
+    assert {pair.kind for _, pair in made} == set(STRUCTURE_KINDS)
+    assert all(key.kind == "structure" for key, _ in made)
+    # the cached records' order (source, kind) is what replaying the keys gives back
+    records = [{"source": key.source, "kind": EDIT_KINDS.index(pair.kind)} for key, pair in made]
+    replayed = replayed_pairs(records, n, first=first, group="structure")
+    assert [p.instruction for p in replayed] == [pair.instruction for _, pair in made]
+    # and the usual mix of a source is unchanged by the group argument's default
+    assert [p.kind for _, p in source_edits("train", 5, 2)] == [edit_for(PairKey("train", 5, k, "train", "rare" if k else None)).kind
+                                                                for k in range(2)]

@@ -18,6 +18,12 @@ one does, so the small, local edits were under-fitted (their predicted deltas 0.
 true size on training pairs). --decoded-weight adds, in the second stage, a loss on the decoded
 edit at the target's surface points (SurfaceLoss). --init skips the first stage by starting
 from its weights.
+
+A third stage (--structure-steps) goes on, balanced as the second, over the same pairs plus the
+edits that add or take away parts (adding a part, changing a count) of --structure-sources
+further sources: the flow model still makes those at inference and under-fits them most, and
+only about a third of the assets allow one. With --balanced-steps 0, --init names the second
+stage's weights and the third runs alone.
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ from ..triplane.loading import load_autoencoder
 from ..world.edits import EDIT_KINDS, EditPair
 from ..world.palette import COLOUR_NAMES, PATTERNS
 from .flow_loop import (add_runtime_arguments, add_summary_arguments, dit_weights, drop_condition, new_dit, optimise,
-                        training_device, two_stage_run, weights_bundle)
+                        planned_run, train, training_device, two_stage_run, weights_bundle)
 from .text import embed, pick
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -69,7 +75,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(SDF there is 0, colour the target's), for samples at t = 1")
     p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
     p.add_argument("--decoded-points", type=int, default=1024, help="target surface points per decoded sample")
-    p.add_argument("--init", default="", help="weights of the first stage: start the second from them")
+    p.add_argument("--structure-steps", type=int, default=0,
+                   help="third-stage steps on the pairs plus --structure-sources more sources' part additions "
+                        "and count changes (models.edit.data.STRUCTURE_KINDS), balanced as the second")
+    p.add_argument("--structure-sources", type=int, default=4000,
+                   help="sources after --sources whose edits that add or take away parts the third stage adds")
+    p.add_argument("--structure-lr", type=float, default=1.5e-4)
+    p.add_argument("--init", default="",
+                   help="weights of the stages before the ones to run: with --balanced-steps > 0 the first "
+                        "stage's, else the second's (the third stage alone)")
     p.add_argument("--sources", type=int, default=3000, help="training source assets (2 edits each)")
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
@@ -198,32 +212,50 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     # the data first: worker processes are forked before CUDA starts
     pairs = load_or_build_pairs(args.sources, args.cache, workers=args.workers)
+    edits = replayed_pairs(pairs, args.sources)
+    n_main = len(pairs)  # the first two stages' pairs; the third adds the structure pairs after them
+    if args.structure_steps:
+        more = load_or_build_pairs(args.structure_sources, args.cache, workers=args.workers, first=args.sources,
+                                   group="structure")
+        edits += replayed_pairs(more, args.structure_sources, first=args.sources, group="structure")
+        pairs = pairs + more
     print(f"{len(pairs)} edit pairs ready in {time.time() - t0:.0f}s", flush=True)
     ae = load_autoencoder(device=device)
-    src, tgt = encoded_pairs(ae, pairs, os.path.join(args.cache, f"edit_latents_{args.sources}_v{PAIRS_VERSION}.pt"))
+    src, tgt = encoded_pairs(ae, pairs[:n_main],
+                             os.path.join(args.cache, f"edit_latents_{args.sources}_v{PAIRS_VERSION}.pt"))
+    if args.structure_steps:
+        name = f"edit_latents_structure_{args.sources}+{args.structure_sources}_v{PAIRS_VERSION}.pt"
+        more_src, more_tgt = encoded_pairs(ae, pairs[n_main:], os.path.join(args.cache, name))
+        src, tgt = torch.cat([src, more_src]), torch.cat([tgt, more_tgt])
     kinds = np.array([p["kind"] for p in pairs])
     print(f"encoded in {time.time() - t0:.0f}s on {device}; pairs per kind: "
           f"{dict(zip(EDIT_KINDS, np.bincount(kinds, minlength=len(EDIT_KINDS)).tolist()))}", flush=True)
-    mean = src.mean(dim=(0, 3, 4), keepdim=True)[0]
-    std = src.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    # normalisation from the first two stages' pairs only: the third starts from their weights
+    mean = src[:n_main].mean(dim=(0, 3, 4), keepdim=True)[0]
+    std = src[:n_main].std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
     delta = tgt - src
-    delta_std = delta.std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
+    delta_std = delta[:n_main].std(dim=(0, 3, 4), keepdim=True)[0].clamp(min=1e-3)
     source_n, delta_n = (src - mean) / std, delta / delta_std
     changed = changed_texels(delta_n)
 
     encoder = SentenceEncoder(device)
     # each step draws one of the pair's training phrasings ("make it blue", "paint it blue", ...)
-    edits = replayed_pairs(pairs, args.sources)
     variants = [e.phrasings() for e in edits]
-    texts = sorted({t for v in variants for t in v})
-    index = {t: i for i, t in enumerate(texts)}
+    texts = sorted({t for v in variants[:n_main] for t in v})
+    tokens, masks, raw_pooled = embed(encoder, texts)
+    text_stats = text_statistics(raw_pooled, tokens, masks)
+    more_texts = sorted({t for v in variants[n_main:] for t in v} - set(texts))
+    if more_texts:  # appended, so the statistics and the instruction bank stay the first stages'
+        more = embed(encoder, more_texts)
+        tokens, masks, all_pooled = (torch.cat([a, b]) for a, b in zip((tokens, masks, raw_pooled), more))
+    else:
+        all_pooled = raw_pooled
+    index = {t: i for i, t in enumerate(texts + more_texts)}
     flat = torch.tensor([index[t] for v in variants for t in v])
     counts = np.array([len(v) for v in variants])
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    tokens, masks, raw_pooled = embed(encoder, texts)
-    text_stats = text_statistics(raw_pooled, tokens, masks)
-    pooled, tokens, masks = standardise_text(raw_pooled, tokens, masks, text_stats)
-    print(f"{len(texts)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
+    pooled, tokens, masks = standardise_text(all_pooled, tokens, masks, text_stats)
+    print(f"{len(index)} distinct instructions embedded in {time.time() - t0:.0f}s", flush=True)
 
     targets = {k: v.to(device) for k, v in edit_targets(edits).items()}
     text_of_pair = flat.to(device)
@@ -233,16 +265,16 @@ def run(args: argparse.Namespace) -> int:
                     change_gate=args.change_gate > 0)
 
     def instruction_batch(rng, batch):
-        pair = rng.integers(0, len(pairs), batch)
+        pair = rng.integers(0, n_main, batch)
         k = text_of_pair[offsets[pair] + rng.integers(0, counts[pair])]
         return tokens[k].float(), masks[k], pick(targets, torch.from_numpy(pair))
 
     surface = SurfaceLoss(ae, [p["tgt"] for p in pairs], src, delta_std, args.decoded_points)
 
-    def make_step_with(pair_weights, decoded_weight=0.0):
+    def make_step_with(pair_weights, decoded_weight=0.0, n_pairs=n_main):
         def make_step(net, opt, sched, rng, gen):
             def step():
-                pair = rng.integers(0, len(pairs), args.batch)
+                pair = rng.integers(0, n_pairs, args.batch)
                 b = torch.from_numpy(pair)
                 k = flat[offsets[pair] + rng.integers(0, counts[pair])]
                 cond = drop_condition(net, rng, args.cfg_dropout, pooled[k], tokens[k].float(), masks[k])
@@ -269,25 +301,45 @@ def run(args: argparse.Namespace) -> int:
             return step
         return make_step
 
-    def saver(stage_args, first_steps):
+    def saver(stage_args, first_steps, balanced_steps=None):
         run_args = argparse.Namespace(**{**vars(args), "out": stage_args.out})  # the command's own settings
 
         def save(ema, step, elapsed):
+            if balanced_steps is None:  # the first or second stage
+                stages = dict(steps=first_steps or step, balanced_steps=step if first_steps else 0)
+            else:
+                stages = dict(steps=first_steps, balanced_steps=balanced_steps, structure_steps=step)
             _save(run_args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, len(pairs), elapsed,
-                  first_steps or step, step if first_steps else 0, device)
+                  stages, device)
         return save
 
-    weights = balanced_weights(delta_n, args.balance_floor)
-    two_stage_run(args, device,
+    # with a third stage the second writes to the run directory and the third to --out
+    second = os.path.join(args.run_dir, "stage2.safetensors")
+    two_stage_args = argparse.Namespace(**{**vars(args), "out": second}) if args.structure_steps else args
+    load_weights = dit_weights(EditModel, device)
+    weights = balanced_weights(delta_n[:n_main], args.balance_floor)
+    two_stage_run(two_stage_args, device,
                   lambda: new_dit(cfg, args, device, instruction_batch,
                                   lambda: held_out_instructions(encoder, text_stats, device)),
-                  dit_weights(EditModel, device),
+                  load_weights,
                   lambda stage: make_step_with(weights, args.decoded_weight) if stage == 2 else make_step_with(None),
                   saver, args.balanced_steps, args.balanced_lr, warmup=(300, 100), save_every=(500, 250))
+    if args.structure_steps:
+        last = args.init if args.init and not args.balanced_steps else second
+        model, meta = load_weights(last)
+        print(f"third stage from {last} ({meta['steps']} + {meta.get('balanced_steps', 0)} steps)", flush=True)
+        stage = argparse.Namespace(**{**vars(args), "steps": args.structure_steps,
+                                      "schedule_steps": args.structure_steps, "lr": args.structure_lr,
+                                      "seed": args.seed + 2, "time_budget": 0.0, "deadline": 0.0})
+        sched, train_step = planned_run(stage, device, model.train(),
+                                        make_step_with(balanced_weights(delta_n, args.balance_floor),
+                                                       n_pairs=len(pairs)), warmup=100)
+        train(stage, model, sched, train_step, 250,
+              saver(stage, int(meta["steps"]), int(meta.get("balanced_steps", 0))))
     return 0
 
 
-def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, step, balanced_step,
+def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_pairs, train_s, stages: dict,
           device) -> None:
     bank = pooled[torch.linspace(0, len(pooled) - 1, min(4096, len(pooled))).long()]
     bundle = weights_bundle(ema, latent_mean=mean, latent_std=std, delta_std=delta_std,
@@ -295,8 +347,10 @@ def _save(args, ema, cfg, mean, std, delta_std, pooled, text_stats, encoder, n_p
                             unsupported_bank=encoder.encode(unsupported.phrases()).pooled.half(),
                             example_bank=encoder.encode(list(SUPPORTED_EXAMPLES)).pooled.half(), **text_stats)
     save_model(bundle, args.out, cfg.to_dict(), half=True, ood_threshold=round(ood_threshold(encoder, bank), 4),
-               seed=args.seed, steps=step, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
-               balanced_steps=balanced_step, balance_floor=args.balance_floor, balanced_lr=args.balanced_lr,
+               seed=args.seed, schedule_steps=max(args.schedule_steps, args.steps), batch=args.batch,
+               **stages, balance_floor=args.balance_floor, balanced_lr=args.balanced_lr,
+               structure_sources=args.structure_sources if stages.get("structure_steps") else 0,
+               structure_lr=args.structure_lr,
                decoded_weight=args.decoded_weight, decoded_batch=args.decoded_batch,
                decoded_points=args.decoded_points,
                sources=args.sources, pairs=n_pairs, t_one=args.t_one, change_gate=args.change_gate,

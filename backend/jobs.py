@@ -440,6 +440,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
     from models.edit.composite import CompositeField, composite_mesh, recoloured_mesh
     from models.edit.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
     from models.edit.recolour import SHAPE_KEEPING_PATHS
+    from models.edit.removal import carried_cuts
 
     with ctx.timed("load_model"):
         ae = ctx.registry.autoencoder()
@@ -454,7 +455,7 @@ def run_edit(ctx: JobContext, req: dict) -> dict:
         edit = editor.edit(latent, req["instruction"], seed=req["seed"], strength=float(req["strength"]), steps=steps,
                            guidance=guidance, progress=ctx.stage(0.5, 0.6, "edit"), cancel=ctx.cancelled)
     edited, warnings, edit_path = edit.latent, edit.warnings, edit.path
-    cuts = [*source.cuts, *([edit.cut] if edit.cut is not None else [])]
+    cuts = carried_cuts(source.cuts, edit)
     lineage["shape_kept"] = keep_shape = lineage["shape_kept"] and edit_path in SHAPE_KEEPING_PATHS
     # an edit of a Kiln asset is cleaned like the asset; one of a fitted mesh keeps all its parts
     min_part = _min_part(req, generated=lineage.get("source_mesh") is None)

@@ -1,7 +1,8 @@
 """Instruction editing latency: a warm edit of a latent -> coloured mesh at 128^3, split into
 instruction encoding, the flow step (or, for a recolour, the grounded recolour: surface samples,
 grounding, two encoder passes; for a part removal, surface samples, grounding, two encoder
-passes, and the cut read where the mesh is searched), and the mesh: composited over the source as the backend
+passes, and the cut read where the mesh is searched; for a whole-asset resize, surface samples
+and two encoder passes), and the mesh: composited over the source as the backend
 does it (change masks on a grid, the edited field read where it is shown), against the edited
 latent's own mesh (`mesh_128_latent_only`); and the edit of a
 ~50k-face external mesh including reading, normalising, fitting a latent (60 steps) and
@@ -41,6 +42,7 @@ from models.triplane.loading import load_autoencoder  # noqa: E402
 INSTRUCTION = "make the legs longer"
 RECOLOUR = "make the seat blue"  # the grounded recolour path (models/edit/recolour.py)
 REMOVAL = "remove the back"      # the grounded removal path (models/edit/removal.py)
+RESIZE = "make it wider"         # the grounded resize path (models/edit/resize.py)
 
 
 def main() -> int:
@@ -74,6 +76,14 @@ def main() -> int:
 
     out["grounded_removal_latent"] = timeit(lambda: editor.edit(latent, REMOVAL, seed=0))
     out["warm_removal_to_mesh_128"] = timeit(removal_to_mesh)
+
+    def resize_to_mesh():
+        e = editor.edit(latent, RESIZE, seed=1)
+        assert e.path == "grounded_resize", e.path
+        return composite_mesh(ae, latent, e.latent, 128)
+
+    out["grounded_resize_latent"] = timeit(lambda: editor.edit(latent, RESIZE, seed=0))
+    out["warm_resize_to_mesh_128"] = timeit(resize_to_mesh)
     out["reference_warm_text_to_mesh_128"] = text_job
     out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
 

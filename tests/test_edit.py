@@ -123,10 +123,13 @@ def test_an_edit_of_a_user_mesh_keeps_the_mesh_where_it_did_not_act(editor, auto
     assert max(share, key=share.get) == "red" and share["red"] > 0.8, share
 
 
-def test_make_it_taller_grows_height_and_keeps_width(editor, autoencoder):
+@pytest.mark.parametrize("grounded", [False, True])
+def test_make_it_taller_grows_height_and_keeps_width(editor, autoencoder, grounded):
+    """The flow model itself (grounded=False) and the default path (a grounded resize)."""
     src = procedural_latent(autoencoder, "vase", "green")
-    out, _ = editor.edit_latent(src, "make it taller", seed=0)
-    e_src, e_out = extent(occupancy(autoencoder, src)), extent(occupancy(autoencoder, out))
+    edit = editor.edit(src, "make it taller", seed=0, grounded=grounded)
+    assert edit.path == ("grounded_resize" if grounded else "flow")
+    e_src, e_out = extent(occupancy(autoencoder, src)), extent(occupancy(autoencoder, edit.latent))
     assert e_out[2] > 1.12 * e_src[2], (e_src, e_out)
     assert abs(e_out[0] / e_src[0] - 1) < 0.08, (e_src, e_out)
 
@@ -144,12 +147,13 @@ def test_held_out_phrasings_of_a_resize_work(editor, autoencoder, instruction, g
 
 
 def test_strength_scales_the_edit_and_zero_returns_the_source(editor, autoencoder):
-    """The flow model's delta scales linearly (recolours are fitted instead: tests/test_grounding.py)."""
+    """The flow model's delta scales linearly (grounded edits are encoded instead:
+    tests/test_grounding.py, tests/test_resize.py)."""
     src = procedural_latent(autoencoder, "car", "yellow")
     same, _ = editor.edit_latent(src, "make it wider", seed=0, strength=0.0)
     assert torch.equal(same, src)
-    half, _ = editor.edit_latent(src, "make it wider", seed=0, strength=0.5)
-    full, _ = editor.edit_latent(src, "make it wider", seed=0, strength=1.0)
+    half, _ = editor.edit_latent(src, "make it wider", seed=0, strength=0.5, grounded=False)
+    full, _ = editor.edit_latent(src, "make it wider", seed=0, strength=1.0, grounded=False)
     assert not torch.equal(full, src)
     assert torch.allclose(half - src, 0.5 * (full - src), atol=1e-5)
 
@@ -227,8 +231,9 @@ def test_edit_any_mesh_over_the_protocol_in_its_own_frame(tmp_path):
         assert ev5["event"] == "result" and "missing or has changed" in ev5["warnings"][0], ev5
         assert load_latent(ev5["latent"])[1]["shown_over"] == "reference_latent"
         assert meta["edits"] == ["make it taller"] and meta["instruction"] == "make it red"
-        # which model made each edit: the flow model resized, the grounding network recoloured
-        assert load_latent(ev["latent"])[1]["edit_path"] == "flow" and meta["edit_path"] == "grounded_recolour"
+        # which path made each edit: the decoded surface scaled, the grounding network recoloured
+        assert load_latent(ev["latent"])[1]["edit_path"] == "grounded_resize"
+        assert meta["edit_path"] == "grounded_recolour"
         # a recolour after a resize shows the resized shape: only a chain of recolours keeps the
         # reference's shape outright
         assert load_latent(ev["latent"])[1]["shape_kept"] is False and meta["shape_kept"] is False

@@ -8,6 +8,8 @@ is not a colour edit together as "other". Removing a part has its own path
 the instruction's pooled MiniLM embedding, standardised with its training set's statistics,
 trained on the training templates of the procedural world's edits (`python -m models.train
 edit_kinds`) and evaluated on the held-out templates (`python -m models.eval edit_kinds`).
+A second head reads how a resize of the whole asset goes (`RESIZES`: the whole of it, its
+height or its width, up or down) for the grounded resize (`models/edit/resize.py`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from ..checkpoint import WEIGHTS_DIR, load_module
 from ..world.edits import EDIT_KINDS
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit_kinds.safetensors")
+# how a resize of the whole asset goes: which extent (all three; the height, z; the width, x)
+# and which way
+RESIZES = ("whole_up", "whole_down", "z_up", "z_down", "x_up", "x_down")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class KindReaderConfig:
     hidden: int = 256
     dropout: float = 0.1
     kinds: tuple[str, ...] = tuple(EDIT_KINDS)
+    resizes: tuple[str, ...] = RESIZES
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,22 +46,36 @@ class InstructionKinds(nn.Module):
         self.cfg = cfg
         self.register_buffer("pooled_mean", torch.zeros(cfg.text_dim))
         self.register_buffer("pooled_std", torch.ones(cfg.text_dim))
-        self.net = nn.Sequential(nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.hidden, len(cfg.kinds)))
+        self.trunk = nn.Sequential(nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                   nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout))
+        self.kind_head = nn.Linear(cfg.hidden, len(cfg.kinds))
+        self.resize_head = nn.Linear(cfg.hidden, len(cfg.resizes))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """Raw pooled sentence embeddings (B, D) -> kind logits (B, len(kinds))."""
-        return self.net((pooled - self.pooled_mean) / self.pooled_std)
+        return self.kind_head(self.features(pooled))
+
+    def features(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.trunk((pooled - self.pooled_mean) / self.pooled_std)
+
+    def resize_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, len(resizes)) logits of how a resize goes (meaningful for resize instructions only)."""
+        return self.resize_head(self.features(pooled))
 
     @torch.inference_mode()
     def probability(self, pooled: torch.Tensor, kind: str) -> torch.Tensor:
         """(B,) probability that each instruction asks for an edit of `kind`."""
         return self(pooled).softmax(-1)[:, self.cfg.kinds.index(kind)]
 
+    @torch.inference_mode()
+    def resize(self, pooled: torch.Tensor) -> list[str]:
+        """How each instruction's resize goes, one of `resizes`."""
+        return [self.cfg.resizes[i] for i in self.resize_logits(pooled).argmax(-1).tolist()]
+
 
 def load_kind_reader(path: str = DEFAULT_WEIGHTS, device="cpu") -> InstructionKinds:
     def build(config: dict) -> InstructionKinds:
-        return InstructionKinds(KindReaderConfig(**{**config, "kinds": tuple(config["kinds"])}))
+        return InstructionKinds(KindReaderConfig(**{**config, "kinds": tuple(config["kinds"]),
+                                                    "resizes": tuple(config["resizes"])}))
 
     return load_module(path, build, device, f"edit kind weights not found: {path} (python -m models.train edit_kinds)")

@@ -18,7 +18,9 @@ or as adding or removing a pattern is applied where that network says it points,
 encoded colour delta (models/edit/recolour.py), with the same strength and confidence scaling.
 So does removing a part, which the instruction kind reader (models/edit/kinds.py) recognises:
 the part the grounding network marks is cut out of the shown field (models/edit/removal.py),
-and the cut travels with the edit (`Edit.cut`).
+and the cut travels with the edit (`Edit.cut`). And so does resizing the whole asset (all of it,
+its height or its width): the kind reader reads which way, and the decoded surface is scaled
+exactly and encoded as a delta (models/edit/resize.py; `Edit.rescale`), for any category.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
 from .removal import PartCut, RemovalConfig, grounded_removal
+from .resize import Rescale, ResizeConfig, grounded_resize
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
 # One Euler step from t = 1 lands on the model's conditional mean of the delta. The procedural
@@ -136,17 +139,21 @@ class GroundedEditor:
     kind_reader: InstructionKinds | None = None
     presence: PartPresence | None = None
     removal: RemovalConfig = field(default_factory=RemovalConfig)
+    resize: ResizeConfig | None = field(default_factory=ResizeConfig)  # None: resizes by the flow model
 
 
 @dataclass
 class Edit:
     """One edited asset: its latent (1, 3, C, R, R), warnings, which path made it ("flow",
-    "grounded_recolour", "grounded_pattern" or "grounded_removal") and, for a removed part, the
-    cut that shows the removal (the latent alone cannot: models/edit/removal.py)."""
+    "grounded_recolour", "grounded_pattern", "grounded_removal" or "grounded_resize"), for a
+    removed part the cut that shows the removal (the latent alone cannot:
+    models/edit/removal.py), and for a grounded resize the scaling made (earlier cuts move
+    with it)."""
     latent: torch.Tensor
     warnings: list[str]
     path: str = "flow"
     cut: PartCut | None = None
+    rescale: Rescale | None = None
 
 
 class LatentEditor:
@@ -210,6 +217,7 @@ class LatentEditor:
             source = latents.to(edited.device, torch.float32)
             self._recolour_grounded(edits, source, enc, weights, seeds, cancel)
             self._remove_grounded(edits, source, enc, weights, seeds, cancel)
+            self._resize_grounded(edits, source, enc, weights, seeds, cancel)
         return edits
 
     @torch.inference_mode()
@@ -292,6 +300,33 @@ class LatentEditor:
             if removed is not None:
                 edit.latent, edit.cut = removed
                 edit.path = "grounded_removal"
+
+    @torch.inference_mode()
+    def _resize_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
+                         seeds: list[int], cancel: Callable | None) -> None:
+        """Edits still the flow model's whose instruction the kind reader reads as resizing the
+        whole asset (all of it or along an axis) are replaced (in place) by the exact scaling of
+        the decoded surface (models/edit/resize.py): the flow model learned them per category
+        (a bottle made shorter, a combination it never saw, moved 10% of the way)."""
+        g = self.grounded
+        if g.kind_reader is None or g.resize is None:
+            return
+        asked = (g.kind_reader.probability(enc.pooled, "resize_whole")
+                 + g.kind_reader.probability(enc.pooled, "resize_axis")) > g.resize.kind_threshold
+        ways = g.kind_reader.resize(enc.pooled)
+        for i, edit in enumerate(edits):
+            if edit.path != "flow" or not bool(asked[i]) or float(weights[i]) <= 0:
+                continue
+            if cancel is not None and cancel():
+                raise Cancelled()
+            resized = grounded_resize(g.ae, latents[i:i + 1], ways[i], float(weights[i]), g.resize, seeds[i])
+            if resized is None:
+                continue
+            edit.latent, edit.rescale, shrunk = resized
+            edit.path = "grounded_resize"
+            if shrunk:
+                edit.warnings = [*edit.warnings, "the resized asset would not fit in Kiln's working volume, "
+                                                 "so it was resized only as far as it fits"]
 
     def path(self, instruction: str) -> str:
         """Which path a colour edit of this instruction takes ("grounded_recolour",

@@ -74,6 +74,11 @@ class PartCut:
         lo, hi = self.removed.min(0), self.removed.max(0)
         self.box = (lo - PART_MARGIN, hi + PART_MARGIN)
 
+    def moved(self, transform) -> "PartCut":
+        """The cut carried along with a later edit that moves the whole asset (transform.apply:
+        points (N, 3) -> (N, 3); a grounded resize's `Rescale`)."""
+        return PartCut(transform.apply(self.removed), transform.apply(self.kept), self.weight)
+
     def apply(self, points: np.ndarray, sdf: np.ndarray) -> np.ndarray:
         """Signed distances (N,) at points (N, 3) -> the same with the part cut out."""
         near = (sdf < NEAR) & np.all((points >= self.box[0]) & (points <= self.box[1]), axis=1)
@@ -87,6 +92,13 @@ class PartCut:
         out = sdf.copy()
         out[near] += self.weight * np.maximum(cut.astype(sdf.dtype) - sdf[near], 0.0)
         return out
+
+
+def carried_cuts(cuts, edit) -> list:
+    """A chain's cuts after one more edit: moved with it when it moved the whole asset
+    (`Edit.rescale`), plus the edit's own."""
+    cuts = [c.moved(edit.rescale) for c in cuts] if getattr(edit, "rescale", None) is not None else list(cuts)
+    return cuts + ([edit.cut] if edit.cut is not None else [])
 
 
 def apply_cuts(points, sdf: np.ndarray, cuts) -> np.ndarray:

@@ -50,6 +50,7 @@ from ..edit.grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from ..edit.kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
 from ..edit.pipeline import DEFAULT_WEIGHTS, LatentEditor
 from ..edit.recolour import SHAPE_KEEPING_PATHS
+from ..edit.removal import carried_cuts
 from ..geometry import grid_points
 from ..meshio import normalise, sdf_samples
 from ..triplane.inference import LatentField, encode_cloud, encode_source_mesh
@@ -97,6 +98,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="grounded recolours' colour calibration steps (default: the pipeline's)")
     p.add_argument("--no-removal", action="store_true",
                    help="part removals by the flow model (no kind reader, no grounded removal)")
+    p.add_argument("--no-resize", action="store_true",
+                   help="whole-asset resizes by the flow model, not scaled on the decoded surface")
     p.add_argument("--no-palette-fallback", action="store_true",
                    help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
     p.add_argument("--device", default="auto")
@@ -254,8 +257,12 @@ def keeps_shape(editor: LatentEditor, instructions: list[str]) -> bool:
 
 
 def cuts_of(edits) -> list:
-    """The removed parts a chain of edits shows cut out."""
-    return [e.cut for e in edits if e.cut is not None]
+    """The removed parts a chain of edits shows cut out, moved with any later resize (as the
+    backend carries them)."""
+    cuts = []
+    for e in edits:
+        cuts = carried_cuts(cuts, e)
+    return cuts
 
 
 def encoded(ae, cloud: np.ndarray) -> torch.Tensor:
@@ -272,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
         editor.grounded.cfg = replace(editor.grounded.cfg, calibration_steps=args.calibration_steps)
     if args.grounded_kinds is not None and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, kinds=tuple(args.grounded_kinds.split(",")))
+    if args.no_resize and editor.grounded is not None:
+        editor.grounded.resize = None
     if args.no_palette_fallback and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, palette_fallback=None)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
@@ -286,7 +295,9 @@ def run(args: argparse.Namespace) -> int:
                "calibration_steps": editor.grounded.cfg.calibration_steps if editor.grounded else None,
                "grounded_kinds": list(editor.grounded.cfg.kinds) if editor.grounded else None,
                "palette_fallback": editor.grounded.cfg.palette_fallback if editor.grounded else None,
-               "grounded_removal": bool(editor.grounded and editor.grounded.kind_reader is not None)}
+               "grounded_removal": bool(editor.grounded and editor.grounded.kind_reader is not None),
+               "grounded_resize": bool(editor.grounded and editor.grounded.kind_reader is not None
+                                       and editor.grounded.resize is not None)}
     all_rows = []
     kinds = tuple(args.kinds.split(",")) if args.kinds else EDIT_KINDS
     if args.kinds:

@@ -5,7 +5,8 @@
 Instructions of edits of held-out assets (the test stream), written with the held-out templates
 ("get rid of the {part}", "it should have {n} {part}") and, for comparison, the training
 templates. Reports accuracy per kind and the precision and recall of the one kind that picks a
-path of its own (remove_part: models/edit/removal.py), and prints a final JSON line.
+path of its own (remove_part: models/edit/removal.py), the resize head's accuracy on
+whole-asset resizes (which extent, which way: models/edit/resize.py), and prints a final JSON line.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..edit.kinds import DEFAULT_WEIGHTS, load_kind_reader
-from ..train.edit_kinds import embed, instructions
+from ..train.edit_kinds import embed, instructions, resize_instructions
 from . import finish
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,11 +44,20 @@ def scores(model, texts: list[str], kinds: list[str]) -> dict:
     return out
 
 
+def resize_scores(model, texts: list[str], ways: list[str]) -> dict:
+    with torch.inference_mode():
+        read = model.resize(embed(texts))
+    wrong = sorted(f"{t} -> {r}" for t, r, w in zip(texts, read, ways) if r != w)
+    return {"instructions": len(texts), "accuracy": round(float(np.mean([r == w for r, w in zip(read, ways)])), 4),
+            "wrong": wrong[:10]}
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     model = load_kind_reader(args.weights)
     summary = {"model": "edit_kinds", "weights": os.path.relpath(args.weights, REPO)}
     for name, phrasing in (("heldout_phrasing", "heldout"), ("training_phrasing", "train")):
         summary[name] = scores(model, *instructions("test", TEST_SOURCES, phrasing))
+        summary[name]["resize_way"] = resize_scores(model, *resize_instructions("test", TEST_SOURCES, phrasing))
         print(name, summary[name], flush=True)
     return finish(summary, t0, args.json_out)

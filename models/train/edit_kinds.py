@@ -7,7 +7,8 @@ Instructions: every training template of each edit the procedural world makes of
 as the edit model's pairs are drawn), filled with that edit's own words, and every training
 template filled `--fills` times with any training words of its slots (`shuffled_fills`).
 Held-out templates and the test asset stream are left for `python -m models.eval edit_kinds`.
-Classes are drawn evenly. About a minute on the CPU, most of it MiniLM embedding the
+Classes are drawn evenly. The resize head learns, beside it, from every training template of a
+whole-asset resize filled with each way's words (`resize_fills`) and the edits' own. About a minute on the CPU, most of it MiniLM embedding the
 instructions.
 """
 from __future__ import annotations
@@ -24,7 +25,9 @@ from ..checkpoint import save_model
 from ..edit.data import EDITS_PER_SOURCE, source_edits
 from ..edit.kinds import DEFAULT_WEIGHTS, InstructionKinds, KindReaderConfig
 from ..text.encoder import shared_encoder
-from ..world.edits import EDIT_KINDS, INSTRUCTIONS
+from ..world.edits import EDIT_KINDS, INSTRUCTIONS, RESIZE_WORDS, EditPair
+
+RESIZE_KINDS = ("resize_whole", "resize_axis")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +56,41 @@ def drawn_edits(split: str, sources: range, phrasing: str = "train"):
     for source in sources:
         for _, pair in source_edits(split, source, EDITS_PER_SOURCE, phrasing):
             yield pair
+
+
+def resize_label(pair: EditPair) -> str | None:
+    """The way a whole-asset resize goes (`kinds.RESIZES`), None for other edits."""
+    if pair.kind not in RESIZE_KINDS:
+        return None
+    way = "up" if pair.details["direction"] > 0 else "down"
+    return f"{'whole' if pair.kind == 'resize_whole' else pair.details['axis']}_{way}"
+
+
+def resize_instructions(split: str, sources: range, phrasing: str) -> tuple[list[str], list[str]]:
+    """(distinct instructions, the way of each) of the whole-asset resizes drawn for these
+    assets, every template of `phrasing` filled with the edit's own words."""
+    seen = {}
+    for pair in drawn_edits(split, sources, phrasing):
+        label = resize_label(pair)
+        for text in pair.phrasings(phrasing) if label else ():
+            seen.setdefault(text, label)
+    texts = sorted(seen)
+    return texts, [seen[t] for t in texts]
+
+
+def resize_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generator) -> dict[str, str]:
+    """Every training template of a whole-asset resize filled with each way's words (and random
+    nouns) -> {text: way}."""
+    out = {}
+    for kind, axes in (("resize_whole", ("whole",)), ("resize_axis", ("z", "x"))):
+        for template in INSTRUCTIONS[kind]["train"]:
+            for axis in axes:
+                for d, way in ((1, "up"), (-1, "down")):
+                    words = RESIZE_WORDS[axis][d]
+                    given = dict(words) if isinstance(words, dict) else {"taller": words}
+                    for _ in range(fills if "noun" in template_slots(template) else 1):
+                        out[filled(template, vocab, rng, **given)] = f"{axis}_{way}"
+    return out
 
 
 def slot_vocabulary(sources: range) -> dict[str, list[str]]:
@@ -123,12 +161,20 @@ def run(args: argparse.Namespace) -> int:
     shuffled = dict(zip(*shuffled_fills(range(args.sources), args.fills, rng)))
     for text, kind in zip(texts, kinds):
         shuffled.setdefault(text, kind)
+    resizes = dict(zip(*resize_instructions("train", range(args.sources), "train")))
+    resizes.update(resize_fills(slot_vocabulary(range(args.sources)), args.fills, rng))
+    for text, way in resizes.items():
+        shuffled.setdefault(text, "resize_whole" if way.startswith("whole") else "resize_axis")
     texts = sorted(shuffled)
     kinds = [shuffled[t] for t in texts]
     labels = torch.tensor([cfg.kinds.index(k) for k in kinds])
     pooled = embed(texts)
+    resize_rows = torch.tensor([i for i, t in enumerate(texts) if t in resizes])
+    resize_labels = torch.tensor([cfg.resizes.index(resizes[texts[i]]) for i in resize_rows.tolist()])
     print(f"{len(texts)} training instructions embedded in {time.time() - t0:.0f}s; per kind "
-          f"{dict(zip(cfg.kinds, torch.bincount(labels, minlength=len(cfg.kinds)).tolist()))}", flush=True)
+          f"{dict(zip(cfg.kinds, torch.bincount(labels, minlength=len(cfg.kinds)).tolist()))}; resizes per way "
+          f"{dict(zip(cfg.resizes, torch.bincount(resize_labels, minlength=len(cfg.resizes)).tolist()))}",
+          flush=True)
     model = InstructionKinds(cfg)
     model.pooled_mean.copy_(pooled.mean(0))
     model.pooled_std.copy_(pooled.std(0).clamp(min=1e-4))
@@ -139,12 +185,17 @@ def run(args: argparse.Namespace) -> int:
     def batch_loss() -> torch.Tensor:
         cls = rng.integers(0, len(cfg.kinds), args.batch)  # kinds drawn evenly
         idx = torch.from_numpy(order[starts[cls] + (rng.random(args.batch) * counts[cls]).astype(np.int64)])
-        return F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
+        r = torch.from_numpy(rng.integers(0, len(resize_rows), args.batch // 4))
+        return (F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
+                + F.cross_entropy(model.resize_logits(pooled[resize_rows[r]]), resize_labels[r], label_smoothing=0.05))
 
     fit(model, batch_loss, args.steps, args.lr, t0)
     with torch.inference_mode():
         acc = float((model(pooled).argmax(-1) == labels).float().mean())
+        resize_acc = float((model.resize_logits(pooled[resize_rows]).argmax(-1) == resize_labels).float().mean())
     save_model(model, args.out, cfg.to_dict(), seed=args.seed, sources=args.sources, steps=args.steps,
-               instructions=len(texts), train_accuracy=round(acc, 4), train_seconds=round(time.time() - t0, 1))
-    print(f"training accuracy {acc:.4f}; saved {args.out} in {time.time() - t0:.0f}s", flush=True)
+               instructions=len(texts), train_accuracy=round(acc, 4), resize_instructions=len(resize_rows),
+               train_resize_accuracy=round(resize_acc, 4), train_seconds=round(time.time() - t0, 1))
+    print(f"training accuracy {acc:.4f}, resize way {resize_acc:.4f}; saved {args.out} in {time.time() - t0:.0f}s",
+          flush=True)
     return 0

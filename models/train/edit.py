@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(SDF there is 0, colour the target's), for samples at t = 1")
     p.add_argument("--decoded-batch", type=int, default=8, help="samples of each batch decoded for that loss")
     p.add_argument("--decoded-points", type=int, default=1024, help="target surface points per decoded sample")
-    p.add_argument("--structure-steps", type=int, default=0,
+    p.add_argument("--structure-steps", type=int, default=3000,
                    help="third-stage steps on the pairs plus --structure-sources more sources' part additions "
                         "and count changes (models.edit.data.STRUCTURE_KINDS), balanced as the second")
     p.add_argument("--structure-sources", type=int, default=4000,

@@ -8,7 +8,7 @@ import torch
 from models.edit.composite import shown_field
 from models.edit.kinds import load_kind_reader
 from models.edit.pipeline import LatentEditor
-from models.edit.removal import PartCut, carried_cuts
+from models.edit.removal import PartCut, apply_cuts, carried_cuts
 from models.edit.resize import Rescale, fitted, footprint_anchor, resize_factors
 from models.geometry import grid_points
 from models.text.encoder import shared_encoder
@@ -111,9 +111,14 @@ def test_a_cut_moves_with_a_later_resize():
         rescale, cut = Rescale((2.0, 1.0, 1.0), (0.0, 0.0, 0.0)), None
 
     cuts = carried_cuts(carried_cuts([], Removal), Widen)
-    assert len(cuts) == 1 and np.allclose(cuts[0].removed, [[1.0, 0, 0]]) and np.allclose(cuts[0].kept, body)
-    # where the part now is, the moved cut empties; the old place is body again
+    # kept where it was (the chain's first latent still has the part there) and moved with the asset
+    assert len(cuts) == 2 and np.allclose(cuts[0].removed, part) and np.allclose(cuts[1].removed, [[1.0, 0, 0]])
+    assert np.allclose(cuts[1].kept, body)
+    # where the part now is, the moved cut empties; the cut in place empties the old place
     inside = np.array([[1.0, 0, 0], [0.5, 0, 0]], np.float32)
     s = np.full(2, -0.05, np.float32)
-    moved = cuts[0].apply(inside, s)
+    moved = cuts[1].apply(inside, s)
     assert moved[0] > 0 and cut.apply(inside, s)[1] > 0 and moved[1] <= 0
+    assert np.all(apply_cuts(inside, s, cuts) > 0)
+    # an edit that does not move the asset carries the cuts as they are
+    assert carried_cuts(cuts, Removal)[:2] == cuts

@@ -330,7 +330,8 @@ class LatentEditor:
 
     def path(self, instruction: str) -> str:
         """Which path a colour edit of this instruction takes ("grounded_recolour",
-        "grounded_pattern"), else "flow" (a removal's path depends on the asset: `Edit.path`)."""
+        "grounded_pattern"), else "flow" (a removal's or a resize's path depends on the asset and
+        its surface: `Edit.path`)."""
         if self.grounded is None or not instruction.strip():
             return "flow"
         enc, g = self.encode([instruction]), self.grounded

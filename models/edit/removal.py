@@ -95,9 +95,16 @@ class PartCut:
 
 
 def carried_cuts(cuts, edit) -> list:
-    """A chain's cuts after one more edit: moved with it when it moved the whole asset
-    (`Edit.rescale`), plus the edit's own."""
-    cuts = [c.moved(edit.rescale) for c in cuts] if getattr(edit, "rescale", None) is not None else list(cuts)
+    """A chain's cuts after one more edit, plus the edit's own. An edit that moved the whole
+    asset (`Edit.rescale`) adds each cut moved with it and keeps it where it was as well: the
+    chain is shown over its first latent wherever the edit's decoding matches it, and that still
+    has the part at the old place (four held-out chairs, armrests removed then the chair widened,
+    48^3 cells at the old armrests' place left occupied: moved cuts alone 40 / 24 / 26 / 95, moved
+    and kept 26 / 21 / 2 / 90; occupancy IoU with the exact result 0.35 / 0.50 / 0.46 / 0.83
+    against 0.37 / 0.51 / 0.47 / 0.83)."""
+    cuts = list(cuts)
+    if getattr(edit, "rescale", None) is not None:
+        cuts += [c.moved(edit.rescale) for c in cuts]
     return cuts + ([edit.cut] if edit.cut is not None else [])
 
 

@@ -306,10 +306,10 @@ def run(args: argparse.Namespace) -> int:
 
         def save(ema, step, elapsed):
             if balanced_steps is None:  # the first or second stage
-                stages = dict(steps=first_steps or step, balanced_steps=step if first_steps else 0)
+                stages, n_pairs = dict(steps=first_steps or step, balanced_steps=step if first_steps else 0), n_main
             else:
-                stages = dict(steps=first_steps, balanced_steps=balanced_steps, structure_steps=step)
-            _save(run_args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, len(pairs), elapsed,
+                stages, n_pairs = dict(steps=first_steps, balanced_steps=balanced_steps, structure_steps=step), len(pairs)
+            _save(run_args, ema, cfg, mean, std, delta_std, raw_pooled, text_stats, encoder, n_pairs, elapsed,
                   stages, device)
         return save
 

@@ -307,7 +307,7 @@ class LatentEditor:
         """Edits still the flow model's whose instruction the kind reader reads as resizing the
         whole asset (all of it or along an axis) are replaced (in place) by the exact scaling of
         the decoded surface (models/edit/resize.py): the flow model learned them per category
-        (a bottle made shorter, a combination it never saw, moved 10% of the way)."""
+        (a bottle made narrower, a combination it never saw, went 48% of the way)."""
         g = self.grounded
         if g.kind_reader is None or g.resize is None:
             return

@@ -8,8 +8,9 @@ is not a colour edit together as "other". Removing a part has its own path
 the instruction's pooled MiniLM embedding, standardised with its training set's statistics,
 trained on the training templates of the procedural world's edits (`python -m models.train
 edit_kinds`) and evaluated on the held-out templates (`python -m models.eval edit_kinds`).
-A second head reads how a resize of the whole asset goes (`RESIZES`: the whole of it, its
-height or its width, up or down) for the grounded resize (`models/edit/resize.py`).
+A second head reads how a resize goes (`RESIZES`: the whole of it, its height or its width, a
+part's length, up or down) for the grounded resizes (`models/edit/resize.py`,
+`models/edit/part_resize.py`).
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from ..checkpoint import WEIGHTS_DIR, load_module
 from ..world.edits import EDIT_KINDS
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit_kinds.safetensors")
-# how a resize of the whole asset goes: which extent (all three; the height, z; the width, x)
-# and which way
-RESIZES = ("whole_up", "whole_down", "z_up", "z_down", "x_up", "x_down")
+# how a resize goes: which extent (all three, or a part's size; the height, z; the width, x; a
+# part's length, "long": its height unless it lies long across, as a car's body) and which way
+RESIZES = ("whole_up", "whole_down", "z_up", "z_down", "x_up", "x_down", "long_up", "long_down")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,10 @@ So does removing a part, which the instruction kind reader (models/edit/kinds.py
 the part the grounding network marks is cut out of the shown field (models/edit/removal.py),
 and the cut travels with the edit (`Edit.cut`). And so does resizing the whole asset (all of it,
 its height or its width): the kind reader reads which way, and the decoded surface is scaled
-exactly and encoded as a delta (models/edit/resize.py; `Edit.rescale`), for any category.
+exactly and encoded as a delta (models/edit/resize.py; `Edit.rescale`), for any category; and
+resizing one part (its length, width or size): the part the grounding network marks is
+stretched or scaled on the decoded surface, what stands on it carried along
+(models/edit/part_resize.py).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
 from .removal import PartCut, RemovalConfig, grounded_removal
+from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .resize import Rescale, ResizeConfig, grounded_resize
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")
@@ -140,20 +144,21 @@ class GroundedEditor:
     presence: PartPresence | None = None
     removal: RemovalConfig = field(default_factory=RemovalConfig)
     resize: ResizeConfig | None = field(default_factory=ResizeConfig)  # None: resizes by the flow model
+    part_resize: PartResizeConfig | None = field(default_factory=PartResizeConfig)  # None: by the flow model
 
 
 @dataclass
 class Edit:
     """One edited asset: its latent (1, 3, C, R, R), warnings, which path made it ("flow",
-    "grounded_recolour", "grounded_pattern", "grounded_removal" or "grounded_resize"), for a
-    removed part the cut that shows the removal (the latent alone cannot:
-    models/edit/removal.py), and for a grounded resize the scaling made (earlier cuts move
-    with it)."""
+    "grounded_recolour", "grounded_pattern", "grounded_removal", "grounded_resize" or
+    "grounded_part_resize"), for a removed part the cut that shows the removal (the latent
+    alone cannot: models/edit/removal.py), and for a grounded resize the move made (earlier
+    cuts move with it)."""
     latent: torch.Tensor
     warnings: list[str]
     path: str = "flow"
     cut: PartCut | None = None
-    rescale: Rescale | None = None
+    rescale: Rescale | PartRescale | None = None
 
 
 class LatentEditor:
@@ -304,26 +309,38 @@ class LatentEditor:
     @torch.inference_mode()
     def _resize_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
                          seeds: list[int], cancel: Callable | None) -> None:
-        """Edits still the flow model's whose instruction the kind reader reads as resizing the
-        whole asset (all of it or along an axis) are replaced (in place) by the exact scaling of
-        the decoded surface (models/edit/resize.py): the flow model learned them per category
-        (a bottle made narrower, a combination it never saw, went 48% of the way)."""
+        """Edits still the flow model's whose instruction the kind reader reads as a resize are
+        replaced (in place) by the move made on the decoded surface: of the whole asset (all of
+        it or along an axis, models/edit/resize.py) or of the part the grounding network marks
+        (models/edit/part_resize.py). The flow model learned them per category: a bottle made
+        narrower, a combination it never saw, went 48% of the way, a lamp's longer pole 29%."""
         g = self.grounded
-        if g.kind_reader is None or g.resize is None:
+        if g.kind_reader is None or (g.resize is None and g.part_resize is None):
             return
-        asked = (g.kind_reader.probability(enc.pooled, "resize_whole")
-                 + g.kind_reader.probability(enc.pooled, "resize_axis")) > g.resize.kind_threshold
+        kinds = g.kind_reader(enc.pooled).softmax(-1)
+        whole = kinds[:, [g.kind_reader.cfg.kinds.index(k) for k in ("resize_whole", "resize_axis")]].sum(-1)
+        # a part resize where it is the kind read likeliest: "give it bigger fins" shares its frame
+        # with adding a part, and is read as a part resize at 0.45 against 0.1
+        part = kinds.argmax(-1) == g.kind_reader.cfg.kinds.index("resize_part")
         ways = g.kind_reader.resize(enc.pooled)
         for i, edit in enumerate(edits):
-            if edit.path != "flow" or not bool(asked[i]) or float(weights[i]) <= 0:
+            of_whole = g.resize is not None and float(whole[i]) > g.resize.kind_threshold
+            of_part = g.part_resize is not None and bool(part[i])
+            if edit.path != "flow" or float(weights[i]) <= 0 or not (of_whole or of_part):
                 continue
             if cancel is not None and cancel():
                 raise Cancelled()
-            resized = grounded_resize(g.ae, latents[i:i + 1], ways[i], float(weights[i]), g.resize, seeds[i])
+            if of_whole:
+                resized, path = grounded_resize(g.ae, latents[i:i + 1], ways[i], float(weights[i]), g.resize,
+                                                seeds[i]), "grounded_resize"
+            else:
+                resized, path = grounded_part_resize(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
+                                                     enc.mask[i:i + 1], ways[i], float(weights[i]), g.part_resize,
+                                                     seeds[i]), "grounded_part_resize"
             if resized is None:
                 continue
             edit.latent, edit.rescale, shrunk = resized
-            edit.path = "grounded_resize"
+            edit.path = path
             if shrunk:
                 edit.warnings = [*edit.warnings, "the resized asset would not fit in Kiln's working volume, "
                                                  "so it was resized only as far as it fits"]

@@ -28,7 +28,8 @@ from ..world.edits import FACTOR
 from .kinds import RESIZES
 from .recolour import decoded_surface
 
-AXIS_OF = {"whole": (0, 1, 2), "z": (2,), "x": (0,)}
+# "long" is a part's length (part_resize.py); a whole asset's is read as its height
+AXIS_OF = {"whole": (0, 1, 2), "z": (2,), "x": (0,), "long": (2,)}
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="part removals by the flow model (no kind reader, no grounded removal)")
     p.add_argument("--no-resize", action="store_true",
                    help="whole-asset resizes by the flow model, not scaled on the decoded surface")
+    p.add_argument("--no-part-resize", action="store_true",
+                   help="part resizes by the flow model, not made on the decoded surface")
+    p.add_argument("--kinds-weights", default=KINDS_WEIGHTS, help="the instruction kind reader")
     p.add_argument("--no-palette-fallback", action="store_true",
                    help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
     p.add_argument("--device", default="auto")
@@ -274,13 +277,15 @@ def run(args: argparse.Namespace) -> int:
     ae = load_autoencoder(device=device)
     editor = LatentEditor.load(args.weights, device, autoencoder=ae,
                                grounding_path=None if args.no_grounding else args.grounding_weights,
-                               kinds_path=None if args.no_removal else KINDS_WEIGHTS)
+                               kinds_path=None if args.no_removal else args.kinds_weights)
     if args.calibration_steps is not None and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, calibration_steps=args.calibration_steps)
     if args.grounded_kinds is not None and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, kinds=tuple(args.grounded_kinds.split(",")))
     if args.no_resize and editor.grounded is not None:
         editor.grounded.resize = None
+    if args.no_part_resize and editor.grounded is not None:
+        editor.grounded.part_resize = None
     if args.no_palette_fallback and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, palette_fallback=None)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
@@ -297,7 +302,9 @@ def run(args: argparse.Namespace) -> int:
                "palette_fallback": editor.grounded.cfg.palette_fallback if editor.grounded else None,
                "grounded_removal": bool(editor.grounded and editor.grounded.kind_reader is not None),
                "grounded_resize": bool(editor.grounded and editor.grounded.kind_reader is not None
-                                       and editor.grounded.resize is not None)}
+                                       and editor.grounded.resize is not None),
+               "grounded_part_resize": bool(editor.grounded and editor.grounded.kind_reader is not None
+                                            and editor.grounded.part_resize is not None)}
     all_rows = []
     kinds = tuple(args.kinds.split(",")) if args.kinds else EDIT_KINDS
     if args.kinds:

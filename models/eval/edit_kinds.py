@@ -6,7 +6,8 @@ Instructions of edits of held-out assets (the test stream), written with the hel
 ("get rid of the {part}", "it should have {n} {part}") and, for comparison, the training
 templates. Reports accuracy per kind and the precision and recall of the one kind that picks a
 path of its own (remove_part: models/edit/removal.py), the resize head's accuracy on
-whole-asset resizes (which extent, which way: models/edit/resize.py), and prints a final JSON line.
+whole-asset resizes (which extent, which way: models/edit/resize.py) and on part resizes (length,
+width or size, which way: models/edit/part_resize.py), and prints a final JSON line.
 """
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": "edit_kinds", "weights": os.path.relpath(args.weights, REPO)}
     for name, phrasing in (("heldout_phrasing", "heldout"), ("training_phrasing", "train")):
         summary[name] = scores(model, *instructions("test", TEST_SOURCES, phrasing))
-        summary[name]["resize_way"] = resize_scores(model, *resize_instructions("test", TEST_SOURCES, phrasing))
+        summary[name]["resize_way"] = resize_scores(
+            model, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_whole", "resize_axis")))
+        summary[name]["part_resize_way"] = resize_scores(
+            model, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_part",)))
         print(name, summary[name], flush=True)
     return finish(summary, t0, args.json_out)

@@ -25,9 +25,14 @@ from ..checkpoint import save_model
 from ..edit.data import EDITS_PER_SOURCE, source_edits
 from ..edit.kinds import DEFAULT_WEIGHTS, InstructionKinds, KindReaderConfig
 from ..text.encoder import shared_encoder
+from ..world.categories import CATEGORIES
 from ..world.edits import EDIT_KINDS, INSTRUCTIONS, RESIZE_WORDS, EditPair
 
-RESIZE_KINDS = ("resize_whole", "resize_axis")
+RESIZE_KINDS = ("resize_whole", "resize_axis", "resize_part")
+# a part resize's extent (kinds.RESIZES) from its word: "shorter" undoes "longer" and "taller"
+# alike, so it reads as a length (the part's height unless it lies long across: part_resize.py)
+PART_EXTENT = {"longer": "long", "shorter": "long", "taller": "z", "lower": "z", "wider": "x", "narrower": "x",
+               "bigger": "whole", "smaller": "whole"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,22 +70,33 @@ def drawn_edits(split: str, sources: range, phrasing: str = "train"):
 
 
 def resize_label(pair: EditPair) -> str | None:
-    """The way a whole-asset resize goes (`kinds.RESIZES`), None for other edits."""
+    """The way a resize goes (`kinds.RESIZES`), None for other edits. A part's extent is its
+    length (long), height (z), width (x) or size (whole), as its word says (PART_EXTENT)."""
     if pair.kind not in RESIZE_KINDS:
         return None
     way = "up" if pair.details["direction"] > 0 else "down"
+    if pair.kind == "resize_part":
+        return f"{PART_EXTENT[pair.words['longer']]}_{way}"
     return f"{'whole' if pair.kind == 'resize_whole' else pair.details['axis']}_{way}"
 
 
-def resize_instructions(split: str, sources: range, phrasing: str) -> tuple[list[str], list[str]]:
-    """(distinct instructions, the way of each) of the whole-asset resizes drawn for these assets."""
-    return labelled_instructions(drawn_edits(split, sources, phrasing), phrasing, resize_label)
+def resize_instructions(split: str, sources: range, phrasing: str,
+                        kinds: tuple[str, ...] = RESIZE_KINDS) -> tuple[list[str], list[str]]:
+    """(distinct instructions, the way of each) of the resizes of these kinds drawn for these assets."""
+    return labelled_instructions(drawn_edits(split, sources, phrasing), phrasing,
+                                 lambda pair: resize_label(pair) if pair.kind in kinds else None)
 
 
-def resize_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generator) -> dict[str, str]:
-    """Every training template of a whole-asset resize filled with each way's words (and random
-    nouns) -> {text: way}."""
+def resize_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generator) -> dict[str, tuple[str, str]]:
+    """Every training template of a resize filled with each way's words (and random nouns, or
+    random part nouns) -> {text: (kind, way)}."""
     out = {}
+    part_words = sorted({(word, way) for cat in CATEGORIES.values() for _, up, down in cat.part_sizes.values()
+                         for word, way in ((up, "up"), (down, "down"))})
+    for template in INSTRUCTIONS["resize_part"]["train"]:
+        for word, way in part_words:
+            for _ in range(fills // 4):
+                out[filled(template, vocab, rng, longer=word)] = "resize_part", f"{PART_EXTENT[word]}_{way}"
     for kind, axes in (("resize_whole", ("whole",)), ("resize_axis", ("z", "x"))):
         for template in INSTRUCTIONS[kind]["train"]:
             for axis in axes:
@@ -88,7 +104,7 @@ def resize_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generat
                     words = RESIZE_WORDS[axis][d]
                     given = dict(words) if isinstance(words, dict) else {"taller": words}
                     for _ in range(fills if "noun" in template_slots(template) else 1):
-                        out[filled(template, vocab, rng, **given)] = f"{axis}_{way}"
+                        out[filled(template, vocab, rng, **given)] = kind, f"{axis}_{way}"
     return out
 
 
@@ -167,9 +183,9 @@ def run(args: argparse.Namespace) -> int:
     for text, kind in zip(texts, kinds):
         shuffled.setdefault(text, kind)
     resizes = dict(zip(*labelled_instructions(edits, "train", resize_label)))
-    resizes.update(resize_fills(vocab, args.fills, rng))
-    for text, way in resizes.items():
-        shuffled.setdefault(text, "resize_whole" if way.startswith("whole") else "resize_axis")
+    for text, (kind, way) in resize_fills(vocab, args.fills, rng).items():
+        resizes.setdefault(text, way)
+        shuffled.setdefault(text, kind)
     texts = sorted(shuffled)
     kinds = [shuffled[t] for t in texts]
     labels = torch.tensor([cfg.kinds.index(k) for k in kinds])

@@ -1,0 +1,187 @@
+"""Resizing one part, grounded on the asset and made on its decoded surface.
+
+The flow model learned "make the pole longer" per category from the pairs it saw; on a lamp,
+a combination it never trained on, it went 0.29 of the way, and a sword's shorter handle 0.44.
+Resizing a part is, on any asset, the same few operations on the part's surface: the grounding
+network (`grounding.py`) marks which decoded surface samples are the part the instruction
+names, the kind reader (`kinds.py`) reads which way (`RESIZES`: its length, its width or its
+size, up or down), and the samples are moved exactly:
+
+  length ("longer", "taller")  the horizontal slab of the asset that the part spans is
+                               stretched along z from its bottom, and everything above the slab
+                               is carried up with the part's top: longer legs lift a chair's
+                               seat and back, a longer pole lifts a lamp's shade, a shorter
+                               handle lowers a sword's guard and blade
+  width ("wider", "narrower")  each piece of the part is scaled about its own middle along its
+                               horizontal extents (both for a round part, the longer one for a
+                               sword's guard)
+  size ("bigger", "smaller")   each piece scaled about its own middle along its large extents
+                               (a wheel's radius, not its thickness; a cap's radius)
+
+A piece is a connected group of the part's samples, so a car's four wheels grow each in place
+rather than apart. The moved samples are encoded as a delta onto the latent, as a whole-asset
+resize's are (`resize.py`). The factor is the procedural world's 1.35, the step its part
+resizes take; `weight` (strength x confidence) takes that share of the step in log scale, and
+a result that would leave the cube is resized only as far as it fits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from ..data import NoSurfaceError
+from ..triplane.autoencoder import TriplaneAutoencoder
+from ..triplane.inference import encode_cloud
+from ..world.edits import FACTOR
+from .grounding import GROUNDED_KINDS, PartGrounding
+from .kinds import RESIZES
+from .recolour import decoded_surface
+
+# an extent counts as one of a piece's large ones when it is at least this share of the largest
+LARGE_EXTENT = 0.75
+
+
+@dataclass(frozen=True)
+class PartResizeConfig:
+    points: int = 8192            # surface samples of the source's decoded field (as a recolour's)
+    mc_res: int = 64
+    part_threshold: float = 0.5   # grounding's part probability that marks a sample as the part's
+    # shares of the samples the part may hold: fewer and no part was found (the flow model edits
+    # instead), more and it is the whole asset
+    min_share: float = 0.002
+    max_share: float = 0.9
+    link: float = 0.08            # samples this close are one piece (a chair's legs are 0.3+ apart)
+    # a piece under this share of the part's samples is a stray mark of the grounding network, not
+    # part of it (a seat's grounding reaches 40 of the back's 3000 samples)
+    min_piece: float = 0.05
+    # a part this much longer across than high is long across: a car's body ("longer" is its length)
+    lying: float = 3.0
+    span_quantile: float = 0.01   # the part's z span, from these quantiles (a stray sample is not the part)
+    limit: float = 0.92           # as resize.ResizeConfig.limit
+
+
+def pieces(points: np.ndarray, link: float) -> np.ndarray:
+    """(N,) label of the connected group each point belongs to (points within `link` are joined)."""
+    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
+    n = len(points)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+@dataclass(frozen=True)
+class PartRescale:
+    """A part resize as a map of points in the cube. `extent` "z" or "long": the slab `span` of
+    the asset along `axis` stretched about the point `anchor` of the way up it (0: its bottom,
+    what stands on it carried; 0.5: its middle, both sides carried outward); "x" (width) or
+    "whole" (size): each piece's `axes` scaled about its `centres`, a point belonging to the
+    piece of its nearest source sample (`samples`, `piece`: -1 outside the part)."""
+    extent: str
+    factor: float
+    axis: int
+    anchor: float
+    span: tuple[float, float]
+    samples: np.ndarray = field(repr=False)
+    piece: np.ndarray = field(repr=False)
+    centres: np.ndarray = field(repr=False)
+    axes: np.ndarray = field(repr=False)          # (P, 3) bool
+
+    def apply(self, points: np.ndarray, piece: np.ndarray | None = None) -> np.ndarray:
+        """Points (N, 3) -> moved; `piece` (N,) the points' pieces when known (the samples' own)."""
+        points = np.asarray(points, np.float32)
+        out = points.copy()
+        f = self.factor
+        if self.extent in ("z", "long"):
+            lo, hi = self.span
+            mid = lo + self.anchor * (hi - lo)
+            x = points[:, self.axis]
+            out[:, self.axis] = np.where(x < lo, x + (f - 1) * (lo - mid),
+                                         np.where(x > hi, x + (f - 1) * (hi - mid), mid + (x - mid) * f))
+            return out
+        if piece is None:
+            piece = self.piece[cKDTree(self.samples).query(points)[1]]
+        inside = piece >= 0
+        scale = np.where(self.axes[piece[inside]], f, 1.0).astype(np.float32)
+        out[inside] = (points[inside] - self.centres[piece[inside]]) * scale + self.centres[piece[inside]]
+        return out
+
+    def at(self, factor: float) -> "PartRescale":
+        return replace(self, factor=factor)
+
+
+def part_rescale(points: np.ndarray, part: np.ndarray, way: str, weight: float,
+                 cfg: PartResizeConfig = PartResizeConfig()) -> PartRescale:
+    """Surface samples (N, 3), which of them are the part (N,) bool, a resize way (one of
+    kinds.RESIZES: its extent whole / z / x / long, its direction) and how far -> the PartRescale."""
+    if way not in RESIZES:
+        raise ValueError(f"unknown resize {way!r}: one of {RESIZES}")
+    extent, direction = way.split("_")
+    factor = FACTOR["part"] ** (weight if direction == "up" else -weight)
+    piece = np.full(len(points), -1, np.int64)
+    found = pieces(points[part], cfg.link)
+    sizes = np.bincount(found)
+    kept = np.flatnonzero(sizes >= cfg.min_piece * sizes.sum())
+    renumbered = np.full(len(sizes), -1, np.int64)
+    renumbered[kept] = np.arange(len(kept))
+    piece[part] = renumbered[found]
+    centres = np.zeros((len(kept), 3), np.float32)
+    axes = np.zeros((len(kept), 3), bool)
+    candidates = np.array([True, True, False]) if extent == "x" else np.ones(3, bool)
+    for i in range(len(kept)):
+        p = points[piece == i]
+        lo, hi = p.min(0), p.max(0)
+        centres[i] = (lo + hi) / 2
+        size = np.where(candidates, hi - lo, 0.0)
+        axes[i] = candidates & (size >= LARGE_EXTENT * size.max())
+    own = points[piece >= 0] if (piece >= 0).any() else points[part]
+    q = cfg.span_quantile
+    lo, hi = np.quantile(own, q, axis=0), np.quantile(own, 1 - q, axis=0)
+    axis, anchor = 2, 0.0
+    if extent == "long" and max(hi[:2] - lo[:2]) > cfg.lying * (hi[2] - lo[2]):
+        axis, anchor = int(np.argmax(hi[:2] - lo[:2])), 0.5
+    return PartRescale(extent, float(factor), axis, anchor, (float(lo[axis]), float(hi[axis])),
+                       points.astype(np.float32), piece, centres, axes)
+
+
+def fitted_part(points: np.ndarray, rescale: PartRescale, limit: float) -> tuple[PartRescale, bool]:
+    """The rescale, its factor's log shrunk so that the moved samples stay within [-limit, limit]
+    (or their own reach, where that is already further); (rescale, whether it was shrunk)."""
+    allowed = np.maximum(np.abs(points).max(0), limit)
+
+    def fits(r: PartRescale) -> bool:
+        return bool(np.all(np.abs(r.apply(points, r.piece)).max(0) <= allowed + 1e-6))
+
+    if fits(rescale):
+        return rescale, False
+    lo, hi = 0.0, 1.0  # share of the factor's log taken
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(rescale.at(rescale.factor ** mid)) else (lo, mid)
+    return rescale.at(rescale.factor ** lo), True
+
+
+@torch.inference_mode()
+def grounded_part_resize(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
+                         mask: torch.Tensor, way: str, weight: float, cfg: PartResizeConfig = PartResizeConfig(),
+                         seed: int = 0) -> tuple[torch.Tensor, PartRescale, bool] | None:
+    """The source latent (1, ...) and an instruction asking to resize a part -> (the resized
+    latent, the rescale made, whether it was shrunk to stay in the cube), or None when the
+    grounding network finds no such part on this asset (or all of it)."""
+    try:
+        fld, pts, rgb = decoded_surface(ae, latent, cfg.points, cfg.mc_res, seed)
+    except NoSurfaceError:
+        return None
+    out = model(fld.planes, latent[:1], torch.as_tensor(pts, device=latent.device)[None], tokens, mask)
+    if int(out.kind[0].argmax()) != GROUNDED_KINDS.index("other"):
+        return None  # read as a colour edit: not a resize after all
+    part = torch.sigmoid(out.part[0]).cpu().numpy() > cfg.part_threshold
+    if not cfg.min_share <= float(part.mean()) <= cfg.max_share:
+        return None
+    rescale, shrunk = fitted_part(pts, part_rescale(pts, part, way, weight, cfg), cfg.limit)
+    cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
+    moved = np.concatenate([rescale.apply(pts, rescale.piece), rgb], 1).astype(np.float32)
+    return latent + encode_cloud(ae, moved) - encode_cloud(ae, cloud), rescale, shrunk

@@ -121,6 +121,14 @@ def encoded_pairs(ae, pairs: list[dict], path: str) -> tuple[torch.Tensor, torch
     return src, tgt
 
 
+STRUCTURE_CHUNK = 4000  # sources per cached file of the third stage's pairs
+
+
+def structure_chunks(first: int, n_sources: int) -> list[tuple[int, int]]:
+    """(first source, sources) of each cached chunk of the third stage's sources."""
+    return [(first + i, min(STRUCTURE_CHUNK, n_sources - i)) for i in range(0, n_sources, STRUCTURE_CHUNK)]
+
+
 CHANGED = 0.1  # a latent texel the edit changes: its delta is above this share of the pair's largest
 
 
@@ -214,19 +222,23 @@ def run(args: argparse.Namespace) -> int:
     pairs = load_or_build_pairs(args.sources, args.cache, workers=args.workers)
     edits = replayed_pairs(pairs, args.sources)
     n_main = len(pairs)  # the first two stages' pairs; the third adds the structure pairs after them
-    if args.structure_steps:
-        more = load_or_build_pairs(args.structure_sources, args.cache, workers=args.workers, first=args.sources,
-                                   group="structure")
-        edits += replayed_pairs(more, args.structure_sources, first=args.sources, group="structure")
+    chunks = structure_chunks(args.sources, args.structure_sources) if args.structure_steps else []
+    chunk_sizes = []
+    for first, n in chunks:  # cached in chunks: more sources build only the new ones
+        more = load_or_build_pairs(n, args.cache, workers=args.workers, first=first, group="structure")
+        edits += replayed_pairs(more, n, first=first, group="structure")
         pairs = pairs + more
+        chunk_sizes.append(len(more))
     print(f"{len(pairs)} edit pairs ready in {time.time() - t0:.0f}s", flush=True)
     ae = load_autoencoder(device=device)
     src, tgt = encoded_pairs(ae, pairs[:n_main],
                              os.path.join(args.cache, f"edit_latents_{args.sources}_v{PAIRS_VERSION}.pt"))
-    if args.structure_steps:
-        name = f"edit_latents_structure_{args.sources}+{args.structure_sources}_v{PAIRS_VERSION}.pt"
-        more_src, more_tgt = encoded_pairs(ae, pairs[n_main:], os.path.join(args.cache, name))
+    start = n_main
+    for (first, n), size in zip(chunks, chunk_sizes):
+        name = f"edit_latents_structure_{first}+{n}_v{PAIRS_VERSION}.pt"
+        more_src, more_tgt = encoded_pairs(ae, pairs[start:start + size], os.path.join(args.cache, name))
         src, tgt = torch.cat([src, more_src]), torch.cat([tgt, more_tgt])
+        start += size
     kinds = np.array([p["kind"] for p in pairs])
     print(f"encoded in {time.time() - t0:.0f}s on {device}; pairs per kind: "
           f"{dict(zip(EDIT_KINDS, np.bincount(kinds, minlength=len(EDIT_KINDS)).tolist()))}", flush=True)

@@ -10,11 +10,13 @@ from models.edit.data import PairKey, source_points
 from models.edit.grounding import GROUNDED_KINDS, load_grounding
 from models.edit.grounding_data import colour_lexicon, point_labels
 from models.edit.pipeline import LatentEditor
+from models.edit.recolour import PATTERN_SCALE_PRIOR, snapped_pattern
 from models.text.encoder import shared_encoder
 from models.triplane.inference import LatentField, encode_cloud
 from models.world.asset import Asset, sample_asset_spec
 from models.world.captions import HELD_OUT_COLOUR_WORDS
-from models.world.palette import COLOURS, nearest_colour
+from models.world.palette import COLOURS, nearest_colour, pattern_mask
+from models.world.shapes import GROUND
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +237,18 @@ def test_patterns_are_painted_and_removed_where_they_lie(editor, autoencoder):
     plain, _ = editor.edit_latent(striped, "remove the stripes", seed=0)
     on, off = _stripe_share(autoencoder, plain, pts[body], stripes, "white")
     assert on > 0.6 and off > 0.8, (on, off)
+
+
+def test_an_added_pattern_snaps_to_the_scale_the_marks_show():
+    """Kiln's pattern is drawn at the scale whose pattern matches the network's (blurred) marks,
+    or at the prior scale where the marks show none."""
+    rng = np.random.default_rng(0)
+    t, z = rng.uniform(0, 2 * np.pi, 4000), rng.uniform(-0.85, 0.2, 4000)
+    pts = np.stack([0.3 * np.cos(t), 0.3 * np.sin(t), z], 1).astype(np.float32)
+    anchor = np.array([0, 0, GROUND], np.float32)
+    true = pattern_mask("stripes", (pts - anchor) / 1.3 + anchor)
+    marks = np.clip(0.5 * true + 0.25 + rng.normal(0, 0.15, len(pts)), 0, 1)   # blurred, noisy
+    on = np.ones(len(pts), bool)
+    assert (snapped_pattern("stripes", pts, on, marks) == true).mean() > 0.95
+    prior = pattern_mask("stripes", (pts - anchor) / PATTERN_SCALE_PRIOR + anchor)
+    assert np.array_equal(snapped_pattern("stripes", pts, on, rng.uniform(0, 1, len(pts))), prior)

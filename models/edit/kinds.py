@@ -10,7 +10,8 @@ trained on the training templates of the procedural world's edits (`python -m mo
 edit_kinds`) and evaluated on the held-out templates (`python -m models.eval edit_kinds`).
 A second head reads how a resize goes (`RESIZES`: the whole of it, its height or its width, a
 part's length, up or down) for the grounded resizes (`models/edit/resize.py`,
-`models/edit/part_resize.py`).
+`models/edit/part_resize.py`), a third which pattern an added pattern is (`PATTERNS_ASKED`) for
+the grounded pattern (`models/edit/recolour.py`).
 """
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from torch import nn
 
 from ..checkpoint import WEIGHTS_DIR, load_module
 from ..world.edits import EDIT_KINDS
+from ..world.palette import PATTERNS
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit_kinds.safetensors")
 # how a resize goes: which extent (all three, or a part's size; the height, z; the width, x; a
 # part's length, "long": its height unless it lies long across, as a car's body) and which way
 RESIZES = ("whole_up", "whole_down", "z_up", "z_down", "x_up", "x_down", "long_up", "long_down")
+# which pattern an added pattern is
+PATTERNS_ASKED = tuple(p for p in PATTERNS if p != "plain")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class KindReaderConfig:
     dropout: float = 0.1
     kinds: tuple[str, ...] = tuple(EDIT_KINDS)
     resizes: tuple[str, ...] = RESIZES
+    patterns: tuple[str, ...] = PATTERNS_ASKED
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +56,7 @@ class InstructionKinds(nn.Module):
                                    nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout))
         self.kind_head = nn.Linear(cfg.hidden, len(cfg.kinds))
         self.resize_head = nn.Linear(cfg.hidden, len(cfg.resizes))
+        self.pattern_head = nn.Linear(cfg.hidden, len(cfg.patterns))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """Raw pooled sentence embeddings (B, D) -> kind logits (B, len(kinds))."""
@@ -63,6 +69,10 @@ class InstructionKinds(nn.Module):
         """(B, len(resizes)) logits of how a resize goes (meaningful for resize instructions only)."""
         return self.resize_head(self.features(pooled))
 
+    def pattern_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, len(patterns)) logits of which pattern an instruction adds (meaningful for those only)."""
+        return self.pattern_head(self.features(pooled))
+
     @torch.inference_mode()
     def probability(self, pooled: torch.Tensor, kind: str) -> torch.Tensor:
         """(B,) probability that each instruction asks for an edit of `kind`."""
@@ -73,10 +83,16 @@ class InstructionKinds(nn.Module):
         """How each instruction's resize goes, one of `resizes`."""
         return [self.cfg.resizes[i] for i in self.resize_logits(pooled).argmax(-1).tolist()]
 
+    @torch.inference_mode()
+    def pattern(self, pooled: torch.Tensor) -> list[str]:
+        """Which pattern each instruction adds, one of `patterns`."""
+        return [self.cfg.patterns[i] for i in self.pattern_logits(pooled).argmax(-1).tolist()]
+
 
 def load_kind_reader(path: str = DEFAULT_WEIGHTS, device="cpu") -> InstructionKinds:
     def build(config: dict) -> InstructionKinds:
         return InstructionKinds(KindReaderConfig(**{**config, "kinds": tuple(config["kinds"]),
-                                                    "resizes": tuple(config["resizes"])}))
+                                                    "resizes": tuple(config["resizes"]),
+                                                    "patterns": tuple(config["patterns"])}))
 
     return load_module(path, build, device, f"edit kind weights not found: {path} (python -m models.train edit_kinds)")

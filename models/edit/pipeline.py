@@ -265,16 +265,19 @@ class LatentEditor:
         """Edits whose instruction the grounding network reads as a colour edit (a recolour, a
         pattern added or removed) are replaced (in place) by the source repainted where it points
         (models/edit/recolour.py), not the flow's delta: the flow model recolours all or nothing
-        (held-out part recolours 0 of 6) and rarely touches patterns."""
+        (held-out part recolours 0 of 6) and rarely touches patterns. An added pattern is the one
+        the kind reader's pattern head reads (stripes, checks, dots), where there is one."""
         g = self.grounded
         kinds = grounded_kinds(g.grounding, enc.tokens, enc.mask, g.cfg.kinds)
+        patterns = g.kind_reader.pattern(enc.pooled) if g.kind_reader is not None else [None] * len(kinds)
         for i, kind in enumerate(kinds):
             if kind is None or float(weights[i]) <= 0:
                 continue
             if cancel is not None and cancel():
                 raise Cancelled()
             edits[i].latent = grounded_recolour(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
-                                                enc.mask[i:i + 1], float(weights[i]), g.cfg, seeds[i], kind)
+                                                enc.mask[i:i + 1], float(weights[i]), g.cfg, seeds[i], kind,
+                                                patterns[i] if kind == "add_pattern" else None)
             edits[i].path = GROUNDED_PATHS[kind]
 
     @torch.inference_mode()

@@ -7,7 +7,8 @@ Instructions of edits of held-out assets (the test stream), written with the hel
 templates. Reports accuracy per kind and the precision and recall of the one kind that picks a
 path of its own (remove_part: models/edit/removal.py), the resize head's accuracy on
 whole-asset resizes (which extent, which way: models/edit/resize.py) and on part resizes (length,
-width or size, which way: models/edit/part_resize.py), and prints a final JSON line.
+width or size, which way: models/edit/part_resize.py), the pattern head's on added patterns, and
+prints a final JSON line.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..edit.kinds import DEFAULT_WEIGHTS, load_kind_reader
-from ..train.edit_kinds import embed, instructions, resize_instructions
+from ..train.edit_kinds import drawn_edits, embed, instructions, labelled_instructions, pattern_label, resize_instructions
 from . import finish
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,9 +46,9 @@ def scores(model, texts: list[str], kinds: list[str]) -> dict:
     return out
 
 
-def resize_scores(model, texts: list[str], ways: list[str]) -> dict:
-    with torch.inference_mode():
-        read = model.resize(embed(texts))
+def head_scores(read_out, texts: list[str], ways: list[str]) -> dict:
+    """A head's reading (read_out: pooled -> names) of these instructions against their labels."""
+    read = read_out(embed(texts))
     wrong = sorted(f"{t} -> {r}" for t, r, w in zip(texts, read, ways) if r != w)
     return {"instructions": len(texts), "accuracy": round(float(np.mean([r == w for r, w in zip(read, ways)])), 4),
             "wrong": wrong[:10]}
@@ -59,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": "edit_kinds", "weights": os.path.relpath(args.weights, REPO)}
     for name, phrasing in (("heldout_phrasing", "heldout"), ("training_phrasing", "train")):
         summary[name] = scores(model, *instructions("test", TEST_SOURCES, phrasing))
-        summary[name]["resize_way"] = resize_scores(
-            model, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_whole", "resize_axis")))
-        summary[name]["part_resize_way"] = resize_scores(
-            model, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_part",)))
+        summary[name]["resize_way"] = head_scores(
+            model.resize, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_whole", "resize_axis")))
+        summary[name]["part_resize_way"] = head_scores(
+            model.resize, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_part",)))
+        summary[name]["pattern"] = head_scores(
+            model.pattern, *labelled_instructions(drawn_edits("test", TEST_SOURCES, phrasing), phrasing, pattern_label))
         print(name, summary[name], flush=True)
     return finish(summary, t0, args.json_out)

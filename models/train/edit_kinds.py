@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_model
 from ..edit.data import EDITS_PER_SOURCE, source_edits
-from ..edit.kinds import DEFAULT_WEIGHTS, InstructionKinds, KindReaderConfig
+from ..edit.kinds import DEFAULT_WEIGHTS, PATTERNS_ASKED, InstructionKinds, KindReaderConfig
 from ..text.encoder import shared_encoder
 from ..world.categories import CATEGORIES
-from ..world.edits import EDIT_KINDS, INSTRUCTIONS, RESIZE_WORDS, EditPair
+from ..world.edits import EDIT_KINDS, INSTRUCTIONS, PATTERN_PHRASE, RESIZE_WORDS, EditPair
 
 RESIZE_KINDS = ("resize_whole", "resize_axis", "resize_part")
 # a part resize's extent (kinds.RESIZES) from its word: "shorter" undoes "longer" and "taller"
@@ -108,6 +108,29 @@ def resize_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generat
     return out
 
 
+def pattern_label(pair: EditPair) -> str | None:
+    """Which pattern an added pattern is (`kinds.PATTERNS_ASKED`), None for other edits."""
+    return pair.details["pattern"] if pair.kind == "add_pattern" else None
+
+
+def pattern_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Generator) -> dict[str, str]:
+    """Every training template of adding a pattern filled with each pattern's phrase in random
+    colour words (and random part nouns) -> {text: pattern}."""
+    out = {}
+    for template in INSTRUCTIONS["add_pattern"]["train"]:
+        for pattern in PATTERNS_ASKED:
+            for _ in range(fills // 4):
+                phrase = PATTERN_PHRASE[pattern][0].format(c=vocab["c"][rng.integers(len(vocab["c"]))])
+                out[filled(template, vocab, rng, pattern=phrase)] = pattern
+    return out
+
+
+def head_rows(texts: list[str], labelled: dict[str, str], names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows of `texts` a head learns from, the index in `names` of each row's label)."""
+    rows = [i for i, t in enumerate(texts) if t in labelled]
+    return torch.tensor(rows), torch.tensor([names.index(labelled[texts[i]]) for i in rows])
+
+
 def slot_vocabulary(sources: range) -> dict[str, list[str]]:
     """Every word the training edits of these assets fill each template slot with."""
     return slot_words(drawn_edits("train", sources))
@@ -186,15 +209,20 @@ def run(args: argparse.Namespace) -> int:
     for text, (kind, way) in resize_fills(vocab, args.fills, rng).items():
         resizes.setdefault(text, way)
         shuffled.setdefault(text, kind)
+    patterns = dict(zip(*labelled_instructions(edits, "train", pattern_label)))
+    for text, pattern in pattern_fills(vocab, args.fills, rng).items():
+        patterns.setdefault(text, pattern)
+        shuffled.setdefault(text, "add_pattern")
     texts = sorted(shuffled)
     kinds = [shuffled[t] for t in texts]
     labels = torch.tensor([cfg.kinds.index(k) for k in kinds])
     pooled = embed(texts)
-    resize_rows = torch.tensor([i for i, t in enumerate(texts) if t in resizes])
-    resize_labels = torch.tensor([cfg.resizes.index(resizes[texts[i]]) for i in resize_rows.tolist()])
+    resize_rows, resize_labels = head_rows(texts, resizes, cfg.resizes)
+    pattern_rows, pattern_labels = head_rows(texts, patterns, cfg.patterns)
     print(f"{len(texts)} training instructions embedded in {time.time() - t0:.0f}s; per kind "
           f"{dict(zip(cfg.kinds, torch.bincount(labels, minlength=len(cfg.kinds)).tolist()))}; resizes per way "
-          f"{dict(zip(cfg.resizes, torch.bincount(resize_labels, minlength=len(cfg.resizes)).tolist()))}",
+          f"{dict(zip(cfg.resizes, torch.bincount(resize_labels, minlength=len(cfg.resizes)).tolist()))}; "
+          f"patterns {dict(zip(cfg.patterns, torch.bincount(pattern_labels, minlength=len(cfg.patterns)).tolist()))}",
           flush=True)
     model = InstructionKinds(cfg)
     model.pooled_mean.copy_(pooled.mean(0))
@@ -207,16 +235,21 @@ def run(args: argparse.Namespace) -> int:
         cls = rng.integers(0, len(cfg.kinds), args.batch)  # kinds drawn evenly
         idx = torch.from_numpy(order[starts[cls] + (rng.random(args.batch) * counts[cls]).astype(np.int64)])
         r = torch.from_numpy(rng.integers(0, len(resize_rows), args.batch // 4))
+        q = torch.from_numpy(rng.integers(0, len(pattern_rows), args.batch // 4))
         return (F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
-                + F.cross_entropy(model.resize_logits(pooled[resize_rows[r]]), resize_labels[r], label_smoothing=0.05))
+                + F.cross_entropy(model.resize_logits(pooled[resize_rows[r]]), resize_labels[r], label_smoothing=0.05)
+                + F.cross_entropy(model.pattern_logits(pooled[pattern_rows[q]]), pattern_labels[q],
+                                  label_smoothing=0.05))
 
     fit(model, batch_loss, args.steps, args.lr, t0)
     with torch.inference_mode():
         acc = float((model(pooled).argmax(-1) == labels).float().mean())
         resize_acc = float((model.resize_logits(pooled[resize_rows]).argmax(-1) == resize_labels).float().mean())
+        pattern_acc = float((model.pattern_logits(pooled[pattern_rows]).argmax(-1) == pattern_labels).float().mean())
     save_model(model, args.out, cfg.to_dict(), seed=args.seed, sources=args.sources, steps=args.steps,
                instructions=len(texts), train_accuracy=round(acc, 4), resize_instructions=len(resize_rows),
-               train_resize_accuracy=round(resize_acc, 4), train_seconds=round(time.time() - t0, 1))
-    print(f"training accuracy {acc:.4f}, resize way {resize_acc:.4f}; saved {args.out} in {time.time() - t0:.0f}s",
-          flush=True)
+               train_resize_accuracy=round(resize_acc, 4), pattern_instructions=len(pattern_rows),
+               train_pattern_accuracy=round(pattern_acc, 4), train_seconds=round(time.time() - t0, 1))
+    print(f"training accuracy {acc:.4f}, resize way {resize_acc:.4f}, pattern {pattern_acc:.4f}; saved {args.out} "
+          f"in {time.time() - t0:.0f}s", flush=True)
     return 0

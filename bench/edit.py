@@ -2,7 +2,8 @@
 instruction encoding, the flow step (or, for a recolour, the grounded recolour: surface samples,
 grounding, two encoder passes; for a part removal, surface samples, grounding, two encoder
 passes, and the cut read where the mesh is searched; for a whole-asset resize, surface samples
-and two encoder passes), and the mesh: composited over the source as the backend
+and two encoder passes; for a part resize, surface samples, grounding and two encoder passes),
+and the mesh: composited over the source as the backend
 does it (change masks on a grid, the edited field read where it is shown), against the edited
 latent's own mesh (`mesh_128_latent_only`); and the edit of a
 ~50k-face external mesh including reading, normalising, fitting a latent (60 steps) and
@@ -39,7 +40,8 @@ from models.text.pipeline import TextToAsset  # noqa: E402
 from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
-INSTRUCTION = "make the legs longer"
+INSTRUCTION = "add armrests"          # the flow model (adding parts, changing counts)
+PART_RESIZE = "make the legs longer"  # the grounded part resize path (models/edit/part_resize.py)
 RECOLOUR = "make the seat blue"  # the grounded recolour path (models/edit/recolour.py)
 REMOVAL = "remove the back"      # the grounded removal path (models/edit/removal.py)
 RESIZE = "make it wider"         # the grounded resize path (models/edit/resize.py)
@@ -58,7 +60,9 @@ def main() -> int:
     latent, _ = gen.generate_latent("a red chair with four legs", seed=0)
     out["instruction_encode"] = timeit(lambda: editor.encoder.encode([INSTRUCTION]))
     out[f"edit_latent_{DEFAULT_STEPS}_steps"] = timeit(lambda: editor.edit_latent(latent, INSTRUCTION, seed=0))
-    edited, _ = editor.edit_latent(latent, INSTRUCTION, seed=0)
+    first = editor.edit(latent, INSTRUCTION, seed=0)
+    assert first.path == "flow", first.path
+    edited = first.latent
     out["mesh_128_latent_only"] = timeit(lambda: latent_to_mesh(ae, edited, 128))
     out[f"change_masks_{CompositeConfig().resolution}"] = timeit(lambda: CompositeField(ae, latent, edited))
     out["mesh_128_composited"] = timeit(lambda: composite_mesh(ae, latent, edited, 128))
@@ -84,6 +88,14 @@ def main() -> int:
 
     out["grounded_resize_latent"] = timeit(lambda: editor.edit(latent, RESIZE, seed=0))
     out["warm_resize_to_mesh_128"] = timeit(resize_to_mesh)
+
+    def part_resize_to_mesh():
+        e = editor.edit(latent, PART_RESIZE, seed=1)
+        assert e.path == "grounded_part_resize", e.path
+        return composite_mesh(ae, latent, e.latent, 128)
+
+    out["grounded_part_resize_latent"] = timeit(lambda: editor.edit(latent, PART_RESIZE, seed=0))
+    out["warm_part_resize_to_mesh_128"] = timeit(part_resize_to_mesh)
     out["reference_warm_text_to_mesh_128"] = text_job
     out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
 

@@ -34,13 +34,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from ..data import NoSurfaceError
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.inference import encode_cloud
 from ..world.edits import FACTOR
-from .grounding import GROUNDED_KINDS, PartGrounding
+from .grounding import PartGrounding
 from .kinds import RESIZES
-from .recolour import decoded_surface
+from .removal import marked_part
 
 # an extent counts as one of a piece's large ones when it is at least this share of the largest
 LARGE_EXTENT = 0.75
@@ -171,16 +170,10 @@ def grounded_part_resize(ae: TriplaneAutoencoder, model: PartGrounding, latent: 
     """The source latent (1, ...) and an instruction asking to resize a part -> (the resized
     latent, the rescale made, whether it was shrunk to stay in the cube), or None when the
     grounding network finds no such part on this asset (or all of it)."""
-    try:
-        fld, pts, rgb = decoded_surface(ae, latent, cfg.points, cfg.mc_res, seed)
-    except NoSurfaceError:
+    marked = marked_part(ae, model, latent, tokens, mask, cfg, seed)
+    if marked is None:
         return None
-    out = model(fld.planes, latent[:1], torch.as_tensor(pts, device=latent.device)[None], tokens, mask)
-    if int(out.kind[0].argmax()) != GROUNDED_KINDS.index("other"):
-        return None  # read as a colour edit: not a resize after all
-    part = torch.sigmoid(out.part[0]).cpu().numpy() > cfg.part_threshold
-    if not cfg.min_share <= float(part.mean()) <= cfg.max_share:
-        return None
+    pts, rgb, part = marked
     rescale, shrunk = fitted_part(pts, part_rescale(pts, part, way, weight, cfg), cfg.limit)
     cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
     moved = np.concatenate([rescale.apply(pts, rescale.piece), rgb], 1).astype(np.float32)

@@ -47,11 +47,11 @@ from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
 from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
 from .kinds import InstructionKinds, load_kind_reader
+from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour
 from .removal import PartCut, RemovalConfig, grounded_removal
-from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .resize import Rescale, ResizeConfig, grounded_resize
 
 DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit.safetensors")

@@ -118,22 +118,36 @@ def apply_cuts(points, sdf: np.ndarray, cuts) -> np.ndarray:
 
 
 @torch.inference_mode()
-def grounded_removal(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
-                     mask: torch.Tensor, weight: float, cfg: RemovalConfig = RemovalConfig(),
-                     seed: int = 0) -> tuple[torch.Tensor, PartCut] | None:
-    """The source latent (1, ...) and an instruction asking to remove a part -> (the latent
-    without the part's samples, encoded as a delta; the cut that shows the removal), or None
-    when the grounding network finds no such part on this asset (or all of it)."""
+def marked_part(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor, cfg, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The source's decoded surface samples (N, 3), their colours (N, 3) and which of them are the
+    part the instruction names (N,) bool, as the grounding network marks it (`cfg`: points, mc_res,
+    part_threshold, min_share, max_share); None when the latent has no surface, the network reads
+    a colour edit, or the part it marks holds too few or too many of the samples."""
     try:
         fld, pts, rgb = decoded_surface(ae, latent, cfg.points, cfg.mc_res, seed)
     except NoSurfaceError:
         return None
     out = model(fld.planes, latent[:1], torch.as_tensor(pts, device=latent.device)[None], tokens, mask)
     if int(out.kind[0].argmax()) != GROUNDED_KINDS.index("other"):
-        return None  # read as a colour edit: not a removal after all
+        return None  # read as a colour edit: not a part's edit after all
     part = torch.sigmoid(out.part[0]).cpu().numpy() > cfg.part_threshold
     if not cfg.min_share <= float(part.mean()) <= cfg.max_share:
         return None
+    return pts, rgb, part
+
+
+@torch.inference_mode()
+def grounded_removal(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
+                     mask: torch.Tensor, weight: float, cfg: RemovalConfig = RemovalConfig(),
+                     seed: int = 0) -> tuple[torch.Tensor, PartCut] | None:
+    """The source latent (1, ...) and an instruction asking to remove a part -> (the latent
+    without the part's samples, encoded as a delta; the cut that shows the removal), or None
+    when the grounding network finds no such part on this asset (or all of it)."""
+    marked = marked_part(ae, model, latent, tokens, mask, cfg, seed)
+    if marked is None:
+        return None
+    pts, rgb, part = marked
     cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
     edited = latent + weight * (encode_cloud(ae, cloud[~part]) - encode_cloud(ae, cloud))
     return edited, PartCut(pts[part], pts[~part], weight)

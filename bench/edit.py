@@ -73,29 +73,15 @@ def main() -> int:
     out["warm_recolour_to_mesh_128"] = timeit(   # as the backend shows a recolour: the source's shape
         lambda: composite_mesh(ae, latent, editor.edit_latent(latent, RECOLOUR, seed=1)[0], 128, keep_shape=True))
 
-    def removal_to_mesh():
-        e = editor.edit(latent, REMOVAL, seed=1)
-        assert e.path == "grounded_removal", e.path
-        return composite_mesh(ae, latent, e.latent, 128, cuts=[e.cut])
+    def grounded_to_mesh(instruction: str, path: str):
+        """The edit by its grounded path, meshed over the source with its cut, as the backend does."""
+        e = editor.edit(latent, instruction, seed=1)
+        assert e.path == path, e.path
+        return composite_mesh(ae, latent, e.latent, 128, cuts=[e.cut] if e.cut is not None else ())
 
-    out["grounded_removal_latent"] = timeit(lambda: editor.edit(latent, REMOVAL, seed=0))
-    out["warm_removal_to_mesh_128"] = timeit(removal_to_mesh)
-
-    def resize_to_mesh():
-        e = editor.edit(latent, RESIZE, seed=1)
-        assert e.path == "grounded_resize", e.path
-        return composite_mesh(ae, latent, e.latent, 128)
-
-    out["grounded_resize_latent"] = timeit(lambda: editor.edit(latent, RESIZE, seed=0))
-    out["warm_resize_to_mesh_128"] = timeit(resize_to_mesh)
-
-    def part_resize_to_mesh():
-        e = editor.edit(latent, PART_RESIZE, seed=1)
-        assert e.path == "grounded_part_resize", e.path
-        return composite_mesh(ae, latent, e.latent, 128)
-
-    out["grounded_part_resize_latent"] = timeit(lambda: editor.edit(latent, PART_RESIZE, seed=0))
-    out["warm_part_resize_to_mesh_128"] = timeit(part_resize_to_mesh)
+    for name, instruction in (("removal", REMOVAL), ("resize", RESIZE), ("part_resize", PART_RESIZE)):
+        out[f"grounded_{name}_latent"] = timeit(lambda i=instruction: editor.edit(latent, i, seed=0))
+        out[f"warm_{name}_to_mesh_128"] = timeit(lambda i=instruction, p=f"grounded_{name}": grounded_to_mesh(i, p))
     out["reference_warm_text_to_mesh_128"] = text_job
     out["edit_vs_text_ratio"] = round(edit_job["median_s"] / text_job["median_s"], 2)
 

@@ -118,3 +118,14 @@ def test_structure_pairs_add_or_take_away_parts_and_replay_from_their_keys():
     # and the usual mix of a source is unchanged by the group argument's default
     assert [p.kind for _, p in source_edits("train", 5, 2)] == [edit_for(PairKey("train", 5, k, "train", "rare" if k else None)).kind
                                                                 for k in range(2)]
+
+
+def test_the_third_stage_sources_are_cached_in_chunks():
+    from models.train.edit import structure_chunks
+
+    # the shipped model's 4000 sources are one chunk (its cache files keep their names); more
+    # sources add chunks after it, so only the new ones are built
+    assert structure_chunks(3000, 4000) == [(3000, 4000)]
+    assert structure_chunks(3000, 8000) == [(3000, 4000), (7000, 4000)]
+    assert structure_chunks(3000, 5500) == [(3000, 4000), (7000, 1500)]
+    assert structure_chunks(3000, 0) == []

@@ -9,7 +9,7 @@ from models.data import build_dataset
 from models.edit.data import ON_SURFACE, PairKey, edit_for, pair_clouds, source_points
 from models.text.dit import DiTConfig, LatentDiT
 from models.train.decoded import DecodedField
-from models.train.edit import changed_texels
+from models.train.edit import changed_texels, structure_chunks
 from models.train.text import normalised_asset_latents
 from models.world.asset import Asset, sample_asset_spec
 
@@ -121,8 +121,6 @@ def test_structure_pairs_add_or_take_away_parts_and_replay_from_their_keys():
 
 
 def test_the_third_stage_sources_are_cached_in_chunks():
-    from models.train.edit import structure_chunks
-
     # the shipped model's 4000 sources are one chunk (its cache files keep their names); more
     # sources add chunks after it, so only the new ones are built
     assert structure_chunks(3000, 4000) == [(3000, 4000)]

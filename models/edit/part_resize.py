@@ -40,6 +40,7 @@ from ..world.edits import FACTOR
 from .grounding import PartGrounding
 from .kinds import RESIZES
 from .removal import marked_part
+from .resize import fitted_share
 
 # an extent counts as one of a piece's large ones when it is at least this share of the largest
 LARGE_EXTENT = 0.75
@@ -147,20 +148,10 @@ def part_rescale(points: np.ndarray, part: np.ndarray, way: str, weight: float,
 
 
 def fitted_part(points: np.ndarray, rescale: PartRescale, limit: float) -> tuple[PartRescale, bool]:
-    """The rescale, its factor's log shrunk so that the moved samples stay within [-limit, limit]
-    (or their own reach, where that is already further); (rescale, whether it was shrunk)."""
-    allowed = np.maximum(np.abs(points).max(0), limit)
-
-    def fits(r: PartRescale) -> bool:
-        return bool(np.all(np.abs(r.apply(points, r.piece)).max(0) <= allowed + 1e-6))
-
-    if fits(rescale):
-        return rescale, False
-    lo, hi = 0.0, 1.0  # share of the factor's log taken
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if fits(rescale.at(rescale.factor ** mid)) else (lo, mid)
-    return rescale.at(rescale.factor ** lo), True
+    """The rescale, its factor's log shrunk so that the moved samples fit (`resize.fitted_share`);
+    (rescale, whether it was shrunk)."""
+    share = fitted_share(points, lambda s: rescale.at(rescale.factor ** s).apply(points, rescale.piece), limit)
+    return (rescale, False) if share == 1.0 else (rescale.at(rescale.factor ** share), True)
 
 
 @torch.inference_mode()

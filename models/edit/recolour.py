@@ -124,21 +124,20 @@ def snapped_pattern(pattern: str, points: np.ndarray, on_part: np.ndarray, marks
     PATTERN_SCALE_PRIOR where no scale correlates with them."""
     anchor = np.array([0.0, 0.0, GROUND], np.float32)
 
-    def drawn(scale: float) -> np.ndarray:
-        return pattern_mask(pattern, (points - anchor) / scale + anchor)
+    def drawn(at: np.ndarray, scale: float) -> np.ndarray:
+        return pattern_mask(pattern, (at - anchor) / scale + anchor)
 
-    best, best_score = drawn(PATTERN_SCALE_PRIOR), PATTERN_MARKS_INFORMATIVE
-    if on_part.sum() < 16:
-        return best
-    for scale in PATTERN_SCALES:
-        mask = drawn(float(scale))
-        m = mask[on_part].astype(np.float32)
-        if m.std() == 0:
-            continue
-        score = float(np.corrcoef(m, marks[on_part])[0, 1])
-        if score > best_score:
-            best, best_score = mask, score
-    return best
+    best, best_score = PATTERN_SCALE_PRIOR, PATTERN_MARKS_INFORMATIVE
+    if on_part.sum() >= 16:
+        part, part_marks = points[on_part], marks[on_part]  # scored on the part's points only
+        for scale in PATTERN_SCALES:
+            m = drawn(part, float(scale)).astype(np.float32)
+            if m.std() == 0:
+                continue
+            score = float(np.corrcoef(m, part_marks)[0, 1])
+            if score > best_score:
+                best, best_score = float(scale), score
+    return drawn(points, best)
 
 
 def decoded_surface(ae: TriplaneAutoencoder, latent: torch.Tensor, points: int, mc_res: int,

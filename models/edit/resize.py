@@ -16,6 +16,7 @@ scaled only as far as fits, with a warning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -70,24 +71,35 @@ def footprint_anchor(points: np.ndarray) -> np.ndarray:
     return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]], np.float32)
 
 
-def fitted(points: np.ndarray, rescale: Rescale, limit: float = CUBE_LIMIT) -> tuple[Rescale, bool]:
-    """The rescale, its growth shrunk (the same share on every axis) so that the scaled points
-    stay within [-limit, limit] on each axis, or within the points' own reach where that is
-    already further (a decoded surface can touch the limit: shrinking must still work);
-    (rescale, whether it had to be shrunk)."""
+def fitted_share(points: np.ndarray, moved: Callable[[float], np.ndarray], limit: float = CUBE_LIMIT) -> float:
+    """The largest share of a move's step (in log scale; 1 when all of it fits) whose moved points,
+    `moved(share)`, stay within [-limit, limit] on each axis, or within the points' own reach
+    where that is already further (a decoded surface can touch the limit: shrinking must still
+    work). Bisection: a resize's reach grows monotonically with the share."""
     allowed = np.maximum(np.abs(points).max(0), limit)
 
-    def fits(r: Rescale) -> bool:
-        return bool(np.all(np.abs(r.apply(points)).max(0) <= allowed + 1e-6))
+    def fits(share: float) -> bool:
+        return bool(np.all(np.abs(moved(share)).max(0) <= allowed + 1e-6))
 
-    if fits(rescale):
-        return rescale, False
-    f = np.asarray(rescale.factors, np.float64)
-    lo, hi = 0.0, 1.0  # share of each factor's log taken
-    for _ in range(20):  # bisection: the box grows monotonically with the share
+    if fits(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if fits(Rescale(tuple(float(x) for x in f ** mid), rescale.anchor)) else (lo, mid)
-    return Rescale(tuple(float(x) for x in f ** lo), rescale.anchor), True
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def fitted(points: np.ndarray, rescale: Rescale, limit: float = CUBE_LIMIT) -> tuple[Rescale, bool]:
+    """The rescale, its growth shrunk (the same share on every axis) so that the scaled points fit
+    (`fitted_share`); (rescale, whether it had to be shrunk)."""
+    f = np.asarray(rescale.factors, np.float64)
+
+    def taken(share: float) -> Rescale:
+        return Rescale(tuple(float(x) for x in f ** share), rescale.anchor)
+
+    share = fitted_share(points, lambda s: taken(s).apply(points), limit)
+    return (rescale, False) if share == 1.0 else (taken(share), True)
 
 
 @torch.inference_mode()

@@ -11,7 +11,8 @@ edit_kinds`) and evaluated on the held-out templates (`python -m models.eval edi
 A second head reads how a resize goes (`RESIZES`: the whole of it, its height or its width, a
 part's length, up or down) for the grounded resizes (`models/edit/resize.py`,
 `models/edit/part_resize.py`), a third which pattern an added pattern is (`PATTERNS_ASKED`) for
-the grounded pattern (`models/edit/recolour.py`).
+the grounded pattern (`models/edit/recolour.py`), a fourth how many of a part a count change
+asks for (`COUNTS`) for the grounded recount (`models/edit/recount.py`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ DEFAULT_WEIGHTS = os.path.join(WEIGHTS_DIR, "edit_kinds.safetensors")
 RESIZES = ("whole_up", "whole_down", "z_up", "z_down", "x_up", "x_down", "long_up", "long_down")
 # which pattern an added pattern is
 PATTERNS_ASKED = tuple(p for p in PATTERNS if p != "plain")
+# how many of a part a count change asks for
+COUNTS = tuple(range(1, 9))
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class KindReaderConfig:
     kinds: tuple[str, ...] = tuple(EDIT_KINDS)
     resizes: tuple[str, ...] = RESIZES
     patterns: tuple[str, ...] = PATTERNS_ASKED
+    counts: tuple[int, ...] = COUNTS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +61,7 @@ class InstructionKinds(nn.Module):
         self.kind_head = nn.Linear(cfg.hidden, len(cfg.kinds))
         self.resize_head = nn.Linear(cfg.hidden, len(cfg.resizes))
         self.pattern_head = nn.Linear(cfg.hidden, len(cfg.patterns))
+        self.count_head = nn.Linear(cfg.hidden, len(cfg.counts))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """Raw pooled sentence embeddings (B, D) -> kind logits (B, len(kinds))."""
@@ -73,6 +78,10 @@ class InstructionKinds(nn.Module):
         """(B, len(patterns)) logits of which pattern an instruction adds (meaningful for those only)."""
         return self.pattern_head(self.features(pooled))
 
+    def count_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, len(counts)) logits of how many of a part an instruction asks for (count changes only)."""
+        return self.count_head(self.features(pooled))
+
     @torch.inference_mode()
     def probability(self, pooled: torch.Tensor, kind: str) -> torch.Tensor:
         """(B,) probability that each instruction asks for an edit of `kind`."""
@@ -88,11 +97,17 @@ class InstructionKinds(nn.Module):
         """Which pattern each instruction adds, one of `patterns`."""
         return [self.cfg.patterns[i] for i in self.pattern_logits(pooled).argmax(-1).tolist()]
 
+    @torch.inference_mode()
+    def count(self, pooled: torch.Tensor) -> list[int]:
+        """How many of a part each instruction asks for, one of `counts`."""
+        return [self.cfg.counts[i] for i in self.count_logits(pooled).argmax(-1).tolist()]
+
 
 def load_kind_reader(path: str = DEFAULT_WEIGHTS, device="cpu") -> InstructionKinds:
     def build(config: dict) -> InstructionKinds:
         return InstructionKinds(KindReaderConfig(**{**config, "kinds": tuple(config["kinds"]),
                                                     "resizes": tuple(config["resizes"]),
-                                                    "patterns": tuple(config["patterns"])}))
+                                                    "patterns": tuple(config["patterns"]),
+                                                    "counts": tuple(config["counts"])}))
 
     return load_module(path, build, device, f"edit kind weights not found: {path} (python -m models.train edit_kinds)")

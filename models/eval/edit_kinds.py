@@ -7,8 +7,8 @@ Instructions of edits of held-out assets (the test stream), written with the hel
 templates. Reports accuracy per kind and the precision and recall of the one kind that picks a
 path of its own (remove_part: models/edit/removal.py), the resize head's accuracy on
 whole-asset resizes (which extent, which way: models/edit/resize.py) and on part resizes (length,
-width or size, which way: models/edit/part_resize.py), the pattern head's on added patterns, and
-prints a final JSON line.
+width or size, which way: models/edit/part_resize.py), the pattern head's on added patterns, the
+count head's on count changes (models/edit/recount.py), and prints a final JSON line.
 """
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ import numpy as np
 import torch
 
 from ..edit.kinds import DEFAULT_WEIGHTS, load_kind_reader
-from ..train.edit_kinds import drawn_edits, embed, instructions, labelled_instructions, pattern_label, resize_instructions
+from ..train.edit_kinds import (
+    count_label,
+    drawn_edits,
+    embed,
+    instructions,
+    labelled_instructions,
+    pattern_label,
+    resize_instructions,
+)
 from . import finish
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             model.resize, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_whole", "resize_axis")))
         summary[name]["part_resize_way"] = head_scores(
             model.resize, *resize_instructions("test", TEST_SOURCES, phrasing, ("resize_part",)))
-        summary[name]["pattern"] = head_scores(
-            model.pattern, *labelled_instructions(drawn_edits("test", TEST_SOURCES, phrasing), phrasing, pattern_label))
+        edits = list(drawn_edits("test", TEST_SOURCES, phrasing))
+        summary[name]["pattern"] = head_scores(model.pattern, *labelled_instructions(edits, phrasing, pattern_label))
+        summary[name]["count"] = head_scores(model.count, *labelled_instructions(edits, phrasing, count_label))
         print(name, summary[name], flush=True)
     return finish(summary, t0, args.json_out)

@@ -8,8 +8,10 @@ as the edit model's pairs are drawn), filled with that edit's own words, and eve
 template filled `--fills` times with any training words of its slots (`shuffled_fills`).
 Held-out templates and the test asset stream are left for `python -m models.eval edit_kinds`.
 Classes are drawn evenly. The resize head learns, beside it, from every training template of a
-whole-asset resize filled with each way's words (`resize_fills`) and the edits' own. About a minute on the CPU, most of it MiniLM embedding the
-instructions.
+whole-asset resize filled with each way's words (`resize_fills`) and the edits' own; the pattern
+head likewise (`pattern_fills`), and the count head from every training template of a count
+change filled with each count of `kinds.COUNTS`, as a word and as digits (`count_fills`). About a
+minute on the CPU, most of it MiniLM embedding the instructions.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_model
 from ..edit.data import EDITS_PER_SOURCE, source_edits
-from ..edit.kinds import DEFAULT_WEIGHTS, PATTERNS_ASKED, InstructionKinds, KindReaderConfig
+from ..edit.kinds import COUNTS, DEFAULT_WEIGHTS, PATTERNS_ASKED, InstructionKinds, KindReaderConfig
 from ..text.encoder import shared_encoder
 from ..world.categories import CATEGORIES
 from ..world.edits import EDIT_KINDS, INSTRUCTIONS, PATTERN_PHRASE, RESIZE_WORDS, EditPair
@@ -125,6 +127,29 @@ def pattern_fills(vocab: dict[str, list[str]], fills: int, rng: np.random.Genera
     return out
 
 
+def count_label(pair: EditPair) -> int | None:
+    """How many of a part a count change asks for (`kinds.COUNTS`), None for other edits."""
+    return pair.details["count"] if pair.kind == "change_count" else None
+
+
+NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight")
+
+
+def count_fills(fills: int, rng: np.random.Generator) -> dict[str, int]:
+    """Every training template of a count change filled with each count of COUNTS, written as a
+    word or as digits, and a random counted noun ("legs", "fins": singular for one) -> {text: count}.
+    The procedural world asks for one to six; the head reads up to eight."""
+    nouns = sorted({cat.noun_for(c) for cat in CATEGORIES.values() for c in cat.counts})
+    out = {}
+    for template in INSTRUCTIONS["change_count"]["train"]:
+        for n in COUNTS:
+            for _ in range(max(1, fills // 8)):
+                noun = nouns[int(rng.integers(len(nouns)))]
+                number = NUMBER_WORDS[n - 1] if rng.random() < 0.75 else str(n)
+                out[template.format(n=number, part=noun if n > 1 else noun.rstrip("s"))] = n
+    return out
+
+
 def head_rows(texts: list[str], labelled: dict[str, str], names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows of `texts` a head learns from, the index in `names` of each row's label)."""
     rows = [i for i, t in enumerate(texts) if t in labelled]
@@ -213,16 +238,22 @@ def run(args: argparse.Namespace) -> int:
     for text, pattern in pattern_fills(vocab, args.fills, rng).items():
         patterns.setdefault(text, pattern)
         shuffled.setdefault(text, "add_pattern")
+    counts_asked = dict(zip(*labelled_instructions(edits, "train", count_label)))
+    for text, n in count_fills(args.fills, rng).items():
+        counts_asked.setdefault(text, n)
+        shuffled.setdefault(text, "change_count")
     texts = sorted(shuffled)
     kinds = [shuffled[t] for t in texts]
     labels = torch.tensor([cfg.kinds.index(k) for k in kinds])
     pooled = embed(texts)
     resize_rows, resize_labels = head_rows(texts, resizes, cfg.resizes)
     pattern_rows, pattern_labels = head_rows(texts, patterns, cfg.patterns)
+    count_rows, count_labels = head_rows(texts, counts_asked, cfg.counts)
     print(f"{len(texts)} training instructions embedded in {time.time() - t0:.0f}s; per kind "
           f"{dict(zip(cfg.kinds, torch.bincount(labels, minlength=len(cfg.kinds)).tolist()))}; resizes per way "
           f"{dict(zip(cfg.resizes, torch.bincount(resize_labels, minlength=len(cfg.resizes)).tolist()))}; "
-          f"patterns {dict(zip(cfg.patterns, torch.bincount(pattern_labels, minlength=len(cfg.patterns)).tolist()))}",
+          f"patterns {dict(zip(cfg.patterns, torch.bincount(pattern_labels, minlength=len(cfg.patterns)).tolist()))}; "
+          f"counts {dict(zip(cfg.counts, torch.bincount(count_labels, minlength=len(cfg.counts)).tolist()))}",
           flush=True)
     model = InstructionKinds(cfg)
     model.pooled_mean.copy_(pooled.mean(0))
@@ -236,20 +267,25 @@ def run(args: argparse.Namespace) -> int:
         idx = torch.from_numpy(order[starts[cls] + (rng.random(args.batch) * counts[cls]).astype(np.int64)])
         r = torch.from_numpy(rng.integers(0, len(resize_rows), args.batch // 4))
         q = torch.from_numpy(rng.integers(0, len(pattern_rows), args.batch // 4))
+        c = torch.from_numpy(rng.integers(0, len(count_rows), args.batch // 4))
         return (F.cross_entropy(model(pooled[idx]), labels[idx], label_smoothing=0.05)
                 + F.cross_entropy(model.resize_logits(pooled[resize_rows[r]]), resize_labels[r], label_smoothing=0.05)
                 + F.cross_entropy(model.pattern_logits(pooled[pattern_rows[q]]), pattern_labels[q],
-                                  label_smoothing=0.05))
+                                  label_smoothing=0.05)
+                + F.cross_entropy(model.count_logits(pooled[count_rows[c]]), count_labels[c], label_smoothing=0.05))
 
     fit(model, batch_loss, args.steps, args.lr, t0)
     with torch.inference_mode():
         acc = float((model(pooled).argmax(-1) == labels).float().mean())
         resize_acc = float((model.resize_logits(pooled[resize_rows]).argmax(-1) == resize_labels).float().mean())
         pattern_acc = float((model.pattern_logits(pooled[pattern_rows]).argmax(-1) == pattern_labels).float().mean())
+        count_acc = float((model.count_logits(pooled[count_rows]).argmax(-1) == count_labels).float().mean())
     save_model(model, args.out, cfg.to_dict(), seed=args.seed, sources=args.sources, steps=args.steps,
                instructions=len(texts), train_accuracy=round(acc, 4), resize_instructions=len(resize_rows),
                train_resize_accuracy=round(resize_acc, 4), pattern_instructions=len(pattern_rows),
-               train_pattern_accuracy=round(pattern_acc, 4), train_seconds=round(time.time() - t0, 1))
-    print(f"training accuracy {acc:.4f}, resize way {resize_acc:.4f}, pattern {pattern_acc:.4f}; saved {args.out} "
+               train_pattern_accuracy=round(pattern_acc, 4), count_instructions=len(count_rows),
+               train_count_accuracy=round(count_acc, 4), train_seconds=round(time.time() - t0, 1))
+    print(f"training accuracy {acc:.4f}, resize way {resize_acc:.4f}, pattern {pattern_acc:.4f}, count "
+          f"{count_acc:.4f}; saved {args.out} "
           f"in {time.time() - t0:.0f}s", flush=True)
     return 0

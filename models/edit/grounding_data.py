@@ -4,8 +4,9 @@ An example is one asset, one edit of it and its instruction: the edit's kind (re
 recolour a part, add a pattern, remove a pattern, other), the colour it asks for, which surface
 points it paints (a part from the asset's own part labels, all of it, or a pattern's points on
 a part) and which part it is about. Edits that name a part without painting it (make the legs
-longer, remove the armrests) still say where the part is, so they label the region too: more
-examples of each part noun.
+longer, remove the armrests, give it four fins) still say where the part is, so they label the
+region too: more examples of each part noun, and the part a removal, a part resize or a count
+change acts on (models/edit/removal.py, part_resize.py, recount.py).
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import numpy as np
 
 from ..world.asset import Asset, AssetSpec
 from ..world.captions import COLOUR_WORDS, HELD_OUT_COLOUR_WORDS
+from ..world.categories import CATEGORIES
 from ..world.edits import INSTRUCTIONS, EditPair
 from ..world.palette import COLOURS, PATTERNS
 from .grounding import GROUNDED_KINDS
 
 WHOLE = "*"
-# kinds whose details name a part of the *source* asset
-PART_KINDS = ("recolour_part", "add_pattern", "remove_pattern", "remove_part", "resize_part")
+# kinds whose details name a part of the *source* asset (a count change: the part it repeats)
+PART_KINDS = ("recolour_part", "add_pattern", "remove_pattern", "remove_part", "resize_part", "change_count")
 RECOLOURS = ("recolour_all", "recolour_part")
 
 
@@ -70,13 +72,22 @@ def grounding_target(pair: EditPair) -> GroundingTarget:
     kind = pair.kind if pair.kind in GROUNDED_KINDS else "other"
     if pair.kind == "recolour_all":
         part = WHOLE
-    elif pair.kind in PART_KINDS and pair.details.get("part") in pair.before.parts():
-        part = pair.details["part"]
+    elif pair.kind in PART_KINDS and named_part(pair) in pair.before.parts():
+        part = named_part(pair)
     else:
         part = None
     colour = COLOURS[pair.details["colour"]] if pair.kind in (*RECOLOURS, "add_pattern") else None
     pattern = pair.details["pattern"] if pair.kind == "add_pattern" else None
     return GroundingTarget(GROUNDED_KINDS.index(kind), part, colour, pattern)
+
+
+def named_part(pair: EditPair) -> str | None:
+    """The part of the source an edit is about: for a count change the part that builds what is
+    counted (a tree's tiers are its foliage)."""
+    part = pair.details.get("part")
+    if pair.kind == "change_count":
+        return CATEGORIES[pair.before.category].counts[part][1]
+    return part
 
 
 @dataclass(frozen=True)

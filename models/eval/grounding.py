@@ -2,11 +2,14 @@
 
     python -m models.eval grounding [--per-set 40]
 
-Sets (test-stream assets, never trained on), colour edits only (recolours, patterns added and
-removed):
+Sets (test-stream assets, never trained on), colour edits (recolours, patterns added and
+removed) and the part edits whose part the network marks for the geometric paths (a removal, a
+part resize, a count change):
   heldout_phrasing   held-out templates and colour synonyms ("the seat should be crimson")
   training_phrasing  training templates and words ("make the seat red"): the assets alone are new
   heldout_combo      recolouring a house's part, a combination never drawn in training
+  heldout_combo_parts  the part edits' held-out combinations: removing a car's part, resizing a
+                     lamp's, changing a rocket's count (training templates)
 Per pair, on the 8192 surface points the edit evaluation encodes the source from (the region
 read at 2048 of them):
   region_iou       IoU of the predicted region (probability > 0.5) with the exact region the
@@ -50,6 +53,7 @@ from .edit import TEST_BASE
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGION_POINTS = 2048
 KINDS = ("recolour_all", "recolour_part", "add_pattern", "remove_pattern")
+PART_EDIT_KINDS = ("remove_part", "resize_part", "change_count")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,10 +72,23 @@ def eval_keys(per_set: int) -> dict[str, list[PairKey]]:
         for k, kind in enumerate(("add_pattern", "remove_pattern")):
             sets[name] += _first_keys(per_set, TEST_BASE + 20000 + 2000 * s + 1000 * k, 25 * per_set, phrasing, kind,
                                       keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS)
+        for k, kind in enumerate(PART_EDIT_KINDS):
+            sets[name] += _first_keys(per_set // 2, TEST_BASE + 30000 + 3000 * s + 1000 * k, 25 * per_set, phrasing,
+                                      kind, keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS
+                                      and names_a_part(pair))
     sets["heldout_combo"] = _first_keys(per_set, first_index_of("house", TEST_BASE + 15000), 20 * per_set, "train",
                                         "recolour_part",
                                         step=len(CATEGORY_NAMES))
+    sets["heldout_combo_parts"] = [
+        key for kind, cat in sorted(HELDOUT_EDIT_COMBOS) if kind in PART_EDIT_KINDS
+        for key in _first_keys(per_set // 2, first_index_of(cat, TEST_BASE + 16000), 20 * per_set, "train", kind,
+                               step=len(CATEGORY_NAMES), keep=names_a_part)]
     return sets
+
+
+def names_a_part(pair) -> bool:
+    """The edit is about a part the source has (a house without windows has none to recount)."""
+    return grounding_target(pair).part is not None
 
 
 def _first_keys(n: int, first: int, tries: int, phrasing: str, kind: str, step: int = 1, keep=None) -> list[PairKey]:
@@ -125,7 +142,7 @@ def summarise(rows: list[dict]) -> dict:
     # the overall figures are the recolours' (comparable with the cards before patterns were grounded)
     out = {"pairs": len(recolours), "region_iou": mean(recolours, "region_iou"),
            "colour_correct": mean(recolours, "colour_correct"), "kind_correct": mean(recolours, "kind_correct")}
-    for kind in KINDS:
+    for kind in KINDS + PART_EDIT_KINDS:
         k = [r for r in rows if r["kind"] == kind]
         if k:
             out[kind] = {"pairs": len(k), "region_iou": mean(k, "region_iou"), "kind_correct": mean(k, "kind_correct"),

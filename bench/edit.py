@@ -2,7 +2,8 @@
 instruction encoding, the flow step (or, for a recolour, the grounded recolour: surface samples,
 grounding, two encoder passes; for a part removal, surface samples, grounding, two encoder
 passes, and the cut read where the mesh is searched; for a whole-asset resize, surface samples
-and two encoder passes; for a part resize, surface samples, grounding and two encoder passes),
+and two encoder passes; for a part resize or a count change, surface samples, grounding and two
+encoder passes),
 and the mesh: composited over the source as the backend
 does it (change masks on a grid, the edited field read where it is shown), against the edited
 latent's own mesh (`mesh_128_latent_only`); and the edit of a
@@ -40,11 +41,12 @@ from models.text.pipeline import TextToAsset  # noqa: E402
 from models.triplane.inference import encode_source_mesh, latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
-INSTRUCTION = "add armrests"          # the flow model (adding parts, changing counts)
+INSTRUCTION = "add armrests"          # the flow model (adding parts)
 PART_RESIZE = "make the legs longer"  # the grounded part resize path (models/edit/part_resize.py)
 RECOLOUR = "make the seat blue"  # the grounded recolour path (models/edit/recolour.py)
 REMOVAL = "remove the back"      # the grounded removal path (models/edit/removal.py)
 RESIZE = "make it wider"         # the grounded resize path (models/edit/resize.py)
+RECOUNT = "give it six legs"     # the grounded count change (models/edit/recount.py)
 
 
 def main() -> int:
@@ -79,7 +81,8 @@ def main() -> int:
         assert e.path == path, e.path
         return composite_mesh(ae, latent, e.latent, 128, cuts=[e.cut] if e.cut is not None else ())
 
-    for name, instruction in (("removal", REMOVAL), ("resize", RESIZE), ("part_resize", PART_RESIZE)):
+    for name, instruction in (("removal", REMOVAL), ("resize", RESIZE), ("part_resize", PART_RESIZE),
+                              ("recount", RECOUNT)):
         out[f"grounded_{name}_latent"] = timeit(lambda i=instruction: editor.edit(latent, i, seed=0))
         out[f"warm_{name}_to_mesh_128"] = timeit(lambda i=instruction, p=f"grounded_{name}": grounded_to_mesh(i, p))
     out["reference_warm_text_to_mesh_128"] = text_job

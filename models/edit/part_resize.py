@@ -73,6 +73,20 @@ def pieces(points: np.ndarray, link: float) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def part_pieces(points: np.ndarray, part: np.ndarray, link: float, min_piece: float) -> np.ndarray:
+    """(N,) piece of each sample: the part's samples (`part` (N,) bool) in connected groups
+    (`pieces`), numbered from 0; -1 off the part, and on a group holding under `min_piece` of the
+    part's samples (a stray mark of the grounding network)."""
+    label = np.full(len(points), -1, np.int64)
+    found = pieces(points[part], link)
+    sizes = np.bincount(found)
+    kept = np.flatnonzero(sizes >= min_piece * sizes.sum())
+    renumbered = np.full(len(sizes), -1, np.int64)
+    renumbered[kept] = np.arange(len(kept))
+    label[part] = renumbered[found]
+    return label
+
+
 @dataclass(frozen=True)
 class PartRescale:
     """A part resize as a map of points in the cube. `extent` "z" or "long": the slab `span` of
@@ -121,17 +135,12 @@ def part_rescale(points: np.ndarray, part: np.ndarray, way: str, weight: float,
         raise ValueError(f"unknown resize {way!r}: one of {RESIZES}")
     extent, direction = way.split("_")
     factor = FACTOR["part"] ** (weight if direction == "up" else -weight)
-    piece = np.full(len(points), -1, np.int64)
-    found = pieces(points[part], cfg.link)
-    sizes = np.bincount(found)
-    kept = np.flatnonzero(sizes >= cfg.min_piece * sizes.sum())
-    renumbered = np.full(len(sizes), -1, np.int64)
-    renumbered[kept] = np.arange(len(kept))
-    piece[part] = renumbered[found]
-    centres = np.zeros((len(kept), 3), np.float32)
-    axes = np.zeros((len(kept), 3), bool)
+    piece = part_pieces(points, part, cfg.link, cfg.min_piece)
+    n = int(piece.max()) + 1
+    centres = np.zeros((n, 3), np.float32)
+    axes = np.zeros((n, 3), bool)
     candidates = np.array([True, True, False]) if extent == "x" else np.ones(3, bool)
-    for i in range(len(kept)):
+    for i in range(n):
         p = points[piece == i]
         lo, hi = p.min(0), p.max(0)
         centres[i] = (lo + hi) / 2

@@ -102,6 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="whole-asset resizes by the flow model, not scaled on the decoded surface")
     p.add_argument("--no-part-resize", action="store_true",
                    help="part resizes by the flow model, not made on the decoded surface")
+    p.add_argument("--no-recount", action="store_true",
+                   help="count changes by the flow model, not laid out again on the decoded surface")
     p.add_argument("--kinds-weights", default=KINDS_WEIGHTS, help="the instruction kind reader")
     p.add_argument("--no-palette-fallback", action="store_true",
                    help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
@@ -286,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         editor.grounded.resize = None
     if args.no_part_resize and editor.grounded is not None:
         editor.grounded.part_resize = None
+    if args.no_recount and editor.grounded is not None:
+        editor.grounded.recount = None
     if args.no_palette_fallback and editor.grounded is not None:
         editor.grounded.cfg = replace(editor.grounded.cfg, palette_fallback=None)
     kw = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps), ("locality", args.locality))
@@ -304,7 +308,9 @@ def run(args: argparse.Namespace) -> int:
                "grounded_resize": bool(editor.grounded and editor.grounded.kind_reader is not None
                                        and editor.grounded.resize is not None),
                "grounded_part_resize": bool(editor.grounded and editor.grounded.kind_reader is not None
-                                            and editor.grounded.part_resize is not None)}
+                                            and editor.grounded.part_resize is not None),
+               "grounded_recount": bool(editor.grounded and editor.grounded.kind_reader is not None
+                                        and editor.grounded.recount is not None)}
     all_rows = []
     kinds = tuple(args.kinds.split(",")) if args.kinds else EDIT_KINDS
     if args.kinds:

@@ -113,8 +113,14 @@ def test_the_dropped_pieces_and_the_new_cloud():
     assert np.allclose(cloud[:, 3:], rgb[0])                                     # copies keep their colours
 
 
+@pytest.mark.parametrize("centres", [ring(4), grid(2)])
+def test_the_count_a_layout_already_has_keeps_every_piece(centres):
+    pts, part = with_pieces(centres)
+    layout = recount_layout(pts, piece_labels(pts, part, CFG), 4, CFG)
+    assert not layout.copies and sorted(layout.kept) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("centres, count", [
-    (ring(4), 4),                                     # the count it already has
     ([(0.3, 0, -0.7)], 3),                            # one piece: nothing repeated to lay out
     ([(0.3, 0, -0.7), (-0.1, 0.3, -0.7), (0.0, -0.35, -0.2)], 4),   # neither a ring nor rows
     (grid(2), 5),                                     # five does not share out over two rows
@@ -175,6 +181,10 @@ def test_a_rocket_gets_three_fins_where_a_ring_of_three_has_them(editor, autoenc
     grid = GRID[GRID[:, 2] > -0.5]
     assert ((shown_field(autoencoder, src, src).sdf(grid) < 0) == (shown_sdf(autoencoder, src, edit, grid) < 0)).mean() > 0.98
     assert editor.edit(src, "give it three fins", seed=0, strength=0.0).latent.equal(src)
+    # it has four: asked for four, it is left as it was, and says so
+    same = editor.edit(src, "give it four fins", seed=0)
+    assert same.path == "grounded_recount" and same.latent.equal(src) and same.cut is None
+    assert any("already has 4" in w for w in same.warnings), same.warnings
 
 
 def test_a_table_gets_a_middle_pair_of_legs(editor, autoencoder):

@@ -381,7 +381,7 @@ class LatentEditor:
         """Edits still the flow model's whose instruction the kind reader reads likeliest as a count
         change are replaced (in place) by the part's pieces laid out again for the count its count
         head reads (models/edit/recount.py): the flow model learned counts per category (a
-        rocket's fins, a combination it never saw, moved 0 of 9 times). Where the grounding
+        rocket's fins, a combination it never saw, moved 0 of 8 times). Where the grounding
         network marks no ring or rows of pieces (a tree's tiers), the flow model's edit stays."""
         g = self.grounded
         if g.kind_reader is None or g.recount is None:
@@ -395,9 +395,13 @@ class LatentEditor:
                 raise Cancelled()
             recounted = grounded_recount(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1], enc.mask[i:i + 1],
                                          counts[i], float(weights[i]), g.recount, seeds[i])
-            if recounted is not None:
-                edit.latent, edit.cut = recounted
-                edit.path = "grounded_recount"
+            if recounted is None:
+                continue
+            edit.latent, edit.cut, already = recounted
+            edit.path = "grounded_recount"
+            if already:
+                edit.warnings = [*edit.warnings, f"the asset already has {counts[i]} of the part this instruction "
+                                                 "names, so nothing was changed"]
 
     def path(self, instruction: str) -> str:
         """Which path a colour edit of this instruction takes ("grounded_recolour",

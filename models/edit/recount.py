@@ -2,7 +2,7 @@
 decoded surface.
 
 The flow model learned "give it four fins" per category from the pairs it saw; on a rocket, a
-combination it never trained on, it moved nothing (held-out rocket fin counts: 0 of 9), and a
+combination it never trained on, it moved nothing (held-out rocket fin counts: 0 of 8), and a
 table's six legs went a third of the way. A repeated part is laid out the same few ways on any
 asset, so once the grounding network (`grounding.py`) marks the part's samples on the decoded
 surface, the samples fall into pieces (one per leg, fin or wheel) and their layout says where
@@ -15,9 +15,11 @@ the asked number of them go:
         evenly spaced (a table's legs, a car's wheels): each row keeps its two end pieces and
         spreads the asked number evenly between them, copies of its nearest piece
 
-The count read by the kind reader's count head (`kinds.COUNTS`). Pieces the new layout does not
+Where both fit (four legs under a square seat), the layout keeping more pieces in place. The
+count is read by the kind reader's count head (`kinds.COUNTS`). Pieces the new layout does not
 reuse are cut out of the shown field, as a removed part is (`removal.PartCut`), and the new
-copies are encoded onto the latent as a delta, as a part resize's moved samples are. Layouts
+copies are encoded onto the latent as a delta, as a part resize's moved samples are; strength
+scales both (below 1 the dropped pieces thin and the new ones come in part). Layouts
 that are neither (a tree's tiers overlap into one piece, a house's windows sit in a wall) are
 left to the flow model.
 """
@@ -53,7 +55,7 @@ class RecountConfig:
     # along the row within this share of an even spacing
     row_tolerance: float = 0.06
     row_gap: float = 0.25
-    max_count: int = 12
+    max_count: int = 12           # counts asked beyond this are left to the flow model
 
 
 @dataclass
@@ -171,9 +173,10 @@ def rows_layout(centres: np.ndarray, count: int, cfg: RecountConfig) -> Layout |
 
 
 def recount_layout(points: np.ndarray, piece: np.ndarray, count: int, cfg: RecountConfig) -> Layout | None:
-    """Surface samples (N, 3) and their pieces (N,) -> the layout of `count` pieces, or None."""
+    """Surface samples (N, 3) and their pieces (N,) -> the layout of `count` pieces, or None (for
+    the count the pieces already have: every piece kept, no copies)."""
     n = int(piece.max()) + 1 if (piece >= 0).any() else 0
-    if n < 2 or not 1 <= count <= cfg.max_count or count == n:
+    if n < 2 or not 1 <= count <= cfg.max_count:
         return None
     centres = np.stack([(points[piece == i].min(0) + points[piece == i].max(0)) / 2 for i in range(n)])
     rest = points[piece < 0]
@@ -200,10 +203,11 @@ def recounted_clouds(points: np.ndarray, rgb: np.ndarray, piece: np.ndarray, lay
 @torch.inference_mode()
 def grounded_recount(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                      mask: torch.Tensor, count: int, weight: float, cfg: RecountConfig = RecountConfig(),
-                     seed: int = 0) -> tuple[torch.Tensor, PartCut | None] | None:
+                     seed: int = 0) -> tuple[torch.Tensor, PartCut | None, bool] | None:
     """The source latent (1, ...) and an instruction asking for `count` of a part -> (the latent
-    with the new pieces encoded as a delta, the cut that drops the pieces no longer there), or
-    None when the grounding network marks no repeated part whose layout is a ring or rows."""
+    with the new pieces encoded as a delta, the cut that drops the pieces no longer there,
+    whether the part already had `count` pieces: then the source is returned as it was), or None
+    when the grounding network marks no repeated part whose layout is a ring or rows."""
     marked = marked_part(ae, model, latent, tokens, mask, cfg, seed)
     if marked is None:
         return None
@@ -212,8 +216,10 @@ def grounded_recount(ae: TriplaneAutoencoder, model: PartGrounding, latent: torc
     layout = recount_layout(pts, piece, count, cfg)
     if layout is None:
         return None
+    if not layout.copies and len(layout.kept) == int(piece.max()) + 1:
+        return latent.clone(), None, True   # a ring or rows of `count` already
     cloud, dropped = recounted_clouds(pts, rgb, piece, layout)
     source = np.concatenate([pts, rgb], 1).astype(np.float32)
     edited = latent + weight * (encode_cloud(ae, cloud) - encode_cloud(ae, source))
     cut = PartCut(dropped, cloud[:, :3], weight) if len(dropped) else None
-    return edited, cut
+    return edited, cut, False

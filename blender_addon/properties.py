@@ -38,7 +38,8 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT",
                              description="Marching-cubes grid of the mesh")
     instruction: StringProperty(name="Instruction", default="",
-                                description="What to change, e.g. 'make it blue' or 'make the legs longer'")
+                                description="What to change, e.g. 'make it blue', 'make the legs longer' "
+                                            "or 'give it six legs'")
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                             description="How far the edit moves the asset (0: unchanged, 1: full edit)")
     edit_seed: IntProperty(name="Edit Seed", default=0, min=0, max=MAX_SEED)

@@ -158,7 +158,8 @@ def shown_sdf(autoencoder, src, edit, points):
 
 def first_test_spec(category):
     """The held-out asset `procedural_latent` encodes for this category."""
-    return sample_asset_spec("test", next(i for i in range(5000, 5200) if sample_asset_spec("test", i).category == category))
+    index = next(i for i in range(5000, 5200) if sample_asset_spec("test", i).category == category)
+    return sample_asset_spec("test", index)
 
 
 def test_a_rocket_gets_three_fins_where_a_ring_of_three_has_them(editor, autoencoder):
@@ -171,7 +172,8 @@ def test_a_rocket_gets_three_fins_where_a_ring_of_three_has_them(editor, autoenc
     assert edit.path == "grounded_recount", edit.path
     angle = np.deg2rad(np.arange(0, 360, 30))
     radius = spec.params["body_radius"] + spec.params["fin_size"] / 2
-    probes = np.stack([radius * np.cos(angle), radius * np.sin(angle), np.full(len(angle), -0.75)], 1).astype(np.float32)
+    probes = np.stack([radius * np.cos(angle), radius * np.sin(angle), np.full(len(angle), -0.75)], 1)
+    probes = probes.astype(np.float32)
     before = shown_field(autoencoder, src, src).sdf(probes) < 0
     after = shown_sdf(autoencoder, src, edit, probes) < 0
     degrees = np.arange(0, 360, 30)
@@ -179,7 +181,8 @@ def test_a_rocket_gets_three_fins_where_a_ring_of_three_has_them(editor, autoenc
     assert set(degrees[after]) == {90, 210, 330}, degrees[after]
     # the body and nose above the fins are kept
     grid = GRID[GRID[:, 2] > -0.5]
-    assert ((shown_field(autoencoder, src, src).sdf(grid) < 0) == (shown_sdf(autoencoder, src, edit, grid) < 0)).mean() > 0.98
+    kept = (shown_field(autoencoder, src, src).sdf(grid) < 0) == (shown_sdf(autoencoder, src, edit, grid) < 0)
+    assert kept.mean() > 0.98
     assert editor.edit(src, "give it three fins", seed=0, strength=0.0).latent.equal(src)
     # it has four: asked for four, it is left as it was, and says so
     same = editor.edit(src, "give it four fins", seed=0)
@@ -206,7 +209,7 @@ def test_a_table_gets_a_middle_pair_of_legs(editor, autoencoder):
     assert new_legs.sum() > 20 and old_legs.sum() > 40
     src_in = shown_field(autoencoder, src, src).sdf(pts) < 0
     edit_in = shown_sdf(autoencoder, src, edit, pts) < 0
-    assert src_in[new_legs].mean() < 0.1 and edit_in[new_legs].mean() > 0.7, (src_in[new_legs].mean(), edit_in[new_legs].mean())
+    assert src_in[new_legs].mean() < 0.1 and edit_in[new_legs].mean() > 0.7, (src_in[new_legs], edit_in[new_legs])
     assert src_in[old_legs].mean() > 0.8 and edit_in[old_legs].mean() > 0.8
 
 

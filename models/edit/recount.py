@@ -188,7 +188,8 @@ def recount_layout(points: np.ndarray, piece: np.ndarray, count: int, cfg: Recou
     return max(layouts, key=lambda lay: len(lay.kept), default=None)
 
 
-def recounted_clouds(points: np.ndarray, rgb: np.ndarray, piece: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+def recounted_clouds(points: np.ndarray, rgb: np.ndarray, piece: np.ndarray,
+                     layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """The source's samples with the layout made: (new cloud (M, 6), samples of the pieces it drops
     (K, 3))."""
     dropped = (piece >= 0) & ~np.isin(piece, sorted(set(layout.kept)))

@@ -74,8 +74,8 @@ def eval_keys(per_set: int) -> dict[str, list[PairKey]]:
                                       keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS)
         for k, kind in enumerate(PART_EDIT_KINDS):
             sets[name] += _first_keys(per_set // 2, TEST_BASE + 30000 + 3000 * s + 1000 * k, 25 * per_set, phrasing,
-                                      kind, keep=lambda pair: (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS
-                                      and names_a_part(pair))
+                                      kind, keep=lambda pair: names_a_part(pair)
+                                      and (pair.kind, pair.before.category) not in HELDOUT_EDIT_COMBOS)
     sets["heldout_combo"] = _first_keys(per_set, first_index_of("house", TEST_BASE + 15000), 20 * per_set, "train",
                                         "recolour_part",
                                         step=len(CATEGORY_NAMES))

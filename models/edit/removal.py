@@ -88,7 +88,10 @@ class PartCut:
             self._trees = cKDTree(self.removed), cKDTree(self.kept)
         p = points[near]
         depth = np.maximum(-sdf[near], 0.0)
-        cut = 0.5 * (self._trees[1].query(p)[0] - self._trees[0].query(p)[0]) - DEPTH_BIAS * depth
+        # every core: the mesh search reads the cut at every near point in the box (a table's
+        # removed legs at 128^3: composited mesh 0.67 -> 0.56 s on 2 cores)
+        d_kept, d_removed = (tree.query(p, workers=-1)[0] for tree in (self._trees[1], self._trees[0]))
+        cut = 0.5 * (d_kept - d_removed) - DEPTH_BIAS * depth
         out = sdf.copy()
         out[near] += self.weight * np.maximum(cut.astype(sdf.dtype) - sdf[near], 0.0)
         return out

@@ -50,6 +50,25 @@ class KindReaderConfig:
         return asdict(self)
 
 
+@dataclass
+class KindReading:
+    """Everything the kind reader says of a batch of instructions, from one pass of its trunk:
+    the probability of each kind (B, len(kinds)) and each head's reading per instruction."""
+    kinds: tuple[str, ...]
+    probabilities: torch.Tensor
+    resizes: list[str]
+    patterns: list[str]
+    counts: list[int]
+
+    def probability(self, kind: str) -> torch.Tensor:
+        """(B,) probability that each instruction asks for an edit of `kind`."""
+        return self.probabilities[:, self.kinds.index(kind)]
+
+    def likeliest(self, kind: str) -> torch.Tensor:
+        """(B,) bool: `kind` is each instruction's likeliest kind."""
+        return self.probabilities.argmax(-1) == self.kinds.index(kind)
+
+
 class InstructionKinds(nn.Module):
     def __init__(self, cfg: KindReaderConfig = KindReaderConfig()):
         super().__init__()
@@ -83,24 +102,30 @@ class InstructionKinds(nn.Module):
         return self.count_head(self.features(pooled))
 
     @torch.inference_mode()
+    def read(self, pooled: torch.Tensor) -> KindReading:
+        """Raw pooled sentence embeddings (B, D) -> every kind's probability and every head's
+        reading, the trunk run once."""
+        h, cfg = self.features(pooled), self.cfg
+        return KindReading(cfg.kinds, self.kind_head(h).softmax(-1),
+                           [cfg.resizes[i] for i in self.resize_head(h).argmax(-1).tolist()],
+                           [cfg.patterns[i] for i in self.pattern_head(h).argmax(-1).tolist()],
+                           [cfg.counts[i] for i in self.count_head(h).argmax(-1).tolist()])
+
     def probability(self, pooled: torch.Tensor, kind: str) -> torch.Tensor:
         """(B,) probability that each instruction asks for an edit of `kind`."""
-        return self(pooled).softmax(-1)[:, self.cfg.kinds.index(kind)]
+        return self.read(pooled).probability(kind)
 
-    @torch.inference_mode()
     def resize(self, pooled: torch.Tensor) -> list[str]:
         """How each instruction's resize goes, one of `resizes`."""
-        return [self.cfg.resizes[i] for i in self.resize_logits(pooled).argmax(-1).tolist()]
+        return self.read(pooled).resizes
 
-    @torch.inference_mode()
     def pattern(self, pooled: torch.Tensor) -> list[str]:
         """Which pattern each instruction adds, one of `patterns`."""
-        return [self.cfg.patterns[i] for i in self.pattern_logits(pooled).argmax(-1).tolist()]
+        return self.read(pooled).patterns
 
-    @torch.inference_mode()
     def count(self, pooled: torch.Tensor) -> list[int]:
         """How many of a part each instruction asks for, one of `counts`."""
-        return [self.cfg.counts[i] for i in self.count_logits(pooled).argmax(-1).tolist()]
+        return self.read(pooled).counts
 
 
 def load_kind_reader(path: str = DEFAULT_WEIGHTS, device="cpu") -> InstructionKinds:

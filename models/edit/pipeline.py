@@ -49,7 +49,7 @@ from ..triplane.loading import load_autoencoder
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import PartGrounding, load_grounding
 from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
-from .kinds import InstructionKinds, load_kind_reader
+from .kinds import InstructionKinds, KindReading, load_kind_reader
 from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
@@ -128,8 +128,7 @@ def confidence(similarity: float, threshold: float) -> float:
     return float(min(1.0, max(0.0, 1.0 - (threshold - similarity) / OOD_RAMP)))
 
 
-def pattern_ways(reader: InstructionKinds, pooled: torch.Tensor, kinds: list[str | None],
-                 taken: tuple[str, ...]) -> list[str | None]:
+def pattern_ways(read: KindReading, kinds: list[str | None], taken: tuple[str, ...]) -> list[str | None]:
     """The grounding network's colour edit kinds (of those `taken`), with whether a pattern is
     added or removed read by the kind reader instead: it learns that from every training
     template filled with every part and pattern name, and reads held-out removals ("no more
@@ -139,9 +138,8 @@ def pattern_ways(reader: InstructionKinds, pooled: torch.Tensor, kinds: list[str
     both = ("add_pattern", "remove_pattern")
     if not set(both) <= set(taken):
         return kinds
-    p = reader(pooled).softmax(-1)
-    add, remove = (reader.cfg.kinds.index(k) for k in both)
-    return [("add_pattern" if float(p[i, add]) >= float(p[i, remove]) else "remove_pattern")
+    add, remove = (read.probability(k) for k in both)
+    return [("add_pattern" if float(add[i]) >= float(remove[i]) else "remove_pattern")
             if k in both else k for i, k in enumerate(kinds)]
 
 
@@ -242,10 +240,13 @@ class LatentEditor:
         edits = [Edit(edited[i:i + 1], warnings[i]) for i in range(len(instructions))]
         if grounded and self.grounded is not None and float(weights.max()) > 0:
             source = latents.to(edited.device, torch.float32)
-            self._recolour_grounded(edits, source, enc, weights, seeds, cancel)
-            self._remove_grounded(edits, source, enc, weights, seeds, cancel)
-            self._resize_grounded(edits, source, enc, weights, seeds, cancel)
-            self._recount_grounded(edits, source, enc, weights, seeds, cancel)
+            reader = self.grounded.kind_reader
+            read = reader.read(enc.pooled) if reader is not None else None
+            self._recolour_grounded(edits, source, enc, read, weights, seeds, cancel)
+            if read is not None:
+                self._remove_grounded(edits, source, enc, read, weights, seeds, cancel)
+                self._resize_grounded(edits, source, enc, read, weights, seeds, cancel)
+                self._recount_grounded(edits, source, enc, read, weights, seeds, cancel)
         return edits
 
     @torch.inference_mode()
@@ -283,8 +284,8 @@ class LatentEditor:
         return latents + scale * localise(delta, locality) * m.delta_std, scale.view(-1), enc, warnings
 
     @torch.inference_mode()
-    def _recolour_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
-                           seeds: list[int], cancel: Callable | None) -> None:
+    def _recolour_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, read: KindReading | None,
+                           weights: torch.Tensor, seeds: list[int], cancel: Callable | None) -> None:
         """Edits whose instruction the grounding network reads as a colour edit (a recolour, a
         pattern added or removed) are replaced (in place) by the source repainted where it points
         (models/edit/recolour.py), not the flow's delta: the flow model recolours all or nothing
@@ -294,9 +295,9 @@ class LatentEditor:
         g = self.grounded
         kinds = grounded_kinds(g.grounding, enc.tokens, enc.mask, g.cfg.kinds)
         patterns = [None] * len(kinds)
-        if g.kind_reader is not None:
-            patterns = g.kind_reader.pattern(enc.pooled)
-            kinds = pattern_ways(g.kind_reader, enc.pooled, kinds, g.cfg.kinds)
+        if read is not None:
+            patterns = read.patterns
+            kinds = pattern_ways(read, kinds, g.cfg.kinds)
         for i, kind in enumerate(kinds):
             if kind is None or float(weights[i]) <= 0:
                 continue
@@ -308,8 +309,8 @@ class LatentEditor:
             edits[i].path = GROUNDED_PATHS[kind]
 
     @torch.inference_mode()
-    def _remove_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
-                         seeds: list[int], cancel: Callable | None) -> None:
+    def _remove_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, read: KindReading,
+                         weights: torch.Tensor, seeds: list[int], cancel: Callable | None) -> None:
         """Edits still the flow model's whose instruction the kind reader reads as removing a part
         are replaced (in place) by the part cut out where the grounding network finds it
         (models/edit/removal.py): the flow model left thin parts (held-out removals 7 of 11). An
@@ -317,9 +318,7 @@ class LatentEditor:
         (the grounding network would mark something anyway); where the grounding network finds
         no such part the flow model's edit stays."""
         g = self.grounded
-        if g.kind_reader is None:
-            return
-        asked = g.kind_reader.probability(enc.pooled, "remove_part") > g.removal.kind_threshold
+        asked = read.probability("remove_part") > g.removal.kind_threshold
         for i, edit in enumerate(edits):
             if edit.path != "flow" or not bool(asked[i]) or float(weights[i]) <= 0:
                 continue
@@ -337,22 +336,21 @@ class LatentEditor:
                 edit.path = "grounded_removal"
 
     @torch.inference_mode()
-    def _resize_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
-                         seeds: list[int], cancel: Callable | None) -> None:
+    def _resize_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, read: KindReading,
+                         weights: torch.Tensor, seeds: list[int], cancel: Callable | None) -> None:
         """Edits still the flow model's whose instruction the kind reader reads as a resize are
         replaced (in place) by the move made on the decoded surface: of the whole asset (all of
         it or along an axis, models/edit/resize.py) or of the part the grounding network marks
         (models/edit/part_resize.py). The flow model learned them per category: a bottle made
         narrower, a combination it never saw, went 48% of the way, a lamp's longer pole 29%."""
         g = self.grounded
-        if g.kind_reader is None or (g.resize is None and g.part_resize is None):
+        if g.resize is None and g.part_resize is None:
             return
-        kinds = g.kind_reader(enc.pooled).softmax(-1)
-        whole = kinds[:, [g.kind_reader.cfg.kinds.index(k) for k in ("resize_whole", "resize_axis")]].sum(-1)
+        whole = read.probability("resize_whole") + read.probability("resize_axis")
         # a part resize where it is the kind read likeliest: "give it bigger fins" shares its frame
         # with adding a part, and is read as a part resize at 0.45 against 0.1
-        part = kinds.argmax(-1) == g.kind_reader.cfg.kinds.index("resize_part")
-        ways = g.kind_reader.resize(enc.pooled)
+        part = read.likeliest("resize_part")
+        ways = read.resizes
         for i, edit in enumerate(edits):
             of_whole = g.resize is not None and float(whole[i]) > g.resize.kind_threshold
             of_part = g.part_resize is not None and bool(part[i])
@@ -376,18 +374,17 @@ class LatentEditor:
                                                  "so it was resized only as far as it fits"]
 
     @torch.inference_mode()
-    def _recount_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, weights: torch.Tensor,
-                          seeds: list[int], cancel: Callable | None) -> None:
+    def _recount_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, read: KindReading,
+                          weights: torch.Tensor, seeds: list[int], cancel: Callable | None) -> None:
         """Edits still the flow model's whose instruction the kind reader reads likeliest as a count
         change are replaced (in place) by the part's pieces laid out again for the count its count
         head reads (models/edit/recount.py): the flow model learned counts per category (a
         rocket's fins, a combination it never saw, moved 0 of 8 times). Where the grounding
         network marks no ring or rows of pieces (a tree's tiers), the flow model's edit stays."""
         g = self.grounded
-        if g.kind_reader is None or g.recount is None:
+        if g.recount is None:
             return
-        asked = g.kind_reader(enc.pooled).argmax(-1) == g.kind_reader.cfg.kinds.index("change_count")
-        counts = g.kind_reader.count(enc.pooled)
+        asked, counts = read.likeliest("change_count"), read.counts
         for i, edit in enumerate(edits):
             if edit.path != "flow" or not bool(asked[i]) or float(weights[i]) <= 0:
                 continue

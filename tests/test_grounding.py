@@ -263,6 +263,54 @@ def test_an_added_pattern_snaps_to_the_scale_the_marks_show():
     assert np.array_equal(snapped_pattern("stripes", pts, on, rng.uniform(0, 1, len(pts))), prior)
 
 
+def test_a_removed_pattern_takes_the_least_blurred_end_of_the_parts_colours():
+    """A part's decoded colours under a blurred pattern lie between its own colour and the
+    pattern's, both pulled toward their mix: the removal paints the end of that spread the
+    network marks less as the pattern, not the (mixed) median of the unmarked points."""
+    from models.edit.recolour import unpatterned_colour
+
+    rng = np.random.default_rng(0)
+    own, dots = np.array(COLOURS["yellow"], np.float32), np.array(COLOURS["black"], np.float32)
+    dotted = rng.random(4000) < 0.3
+    # how much of the dots' colour each point shows: the blur spreads it over the whole part
+    mix = np.where(dotted, rng.uniform(0.4, 0.9, 4000), rng.uniform(0.05, 0.6, 4000))[:, None]
+    rgb = ((1 - mix) * own + mix * dots).astype(np.float32)
+    marks = np.clip(np.where(dotted, 0.7, 0.3) + rng.normal(0, 0.1, 4000), 0, 1)
+    part = np.r_[np.ones(3500), np.zeros(500)].astype(np.float32)
+    share, colour = unpatterned_colour(rgb, marks, part)
+    assert np.array_equal(share, part)
+    assert nearest_colour(colour[0]) == "yellow", colour
+    unmarked = (part > 0.5) & (marks < 0.5)
+    assert nearest_colour(np.median(rgb[unmarked], 0)) != "yellow"  # what the median read
+    swapped = unpatterned_colour(rgb, 1 - marks, part)[1]   # marked the other way: the dots' end
+    assert np.abs(swapped[0] - dots).sum() < np.abs(swapped[0] - own).sum(), swapped
+    assert not unpatterned_colour(rgb, marks, np.zeros(4000, np.float32))[0].any()  # no part: nothing painted
+
+
+def test_captions_name_a_part_by_its_own_colour():
+    """The grounding network's descriptions of training assets name an accent part (never a
+    patterned one, never one in the main colour) with a training colour word, as the text
+    model's captions do; a house's roof and door are among them."""
+    from models.edit.grounding_data import part_captions
+    from models.world.captions import COLOUR_WORDS
+
+    named = set()
+    for index in range(400):
+        spec = sample_asset_spec("train", index)
+        described = part_captions(spec, np.random.default_rng(index))
+        if described is None:
+            continue
+        target, texts = described
+        assert GROUNDED_KINDS[target.kind] == "other" and target.part not in spec.patterns
+        colour = spec.colours[target.part]
+        assert colour != spec.main_colour() and target.colour == COLOURS[colour]
+        noun = spec.cat.noun_for(target.part)
+        assert all(f" {noun}" in t and any(f"{w} {noun}" in t for w in COLOUR_WORDS[colour][0]) for t in texts)
+        assert not any(w in t for t in texts for w in HELD_OUT_COLOUR_WORDS)
+        named.add((spec.category, target.part))
+    assert {("house", "roof"), ("house", "door")} <= named
+
+
 def test_a_count_change_labels_the_part_it_repeats():
     """"give it four fins" marks the fins; a tree's tiers are its foliage; a house without windows
     has no part to mark."""

@@ -161,18 +161,41 @@ def nearest_palette_colours(rgb: np.ndarray) -> np.ndarray:
     return COLOUR_ARRAY[nearest_colour_indices(rgb)]
 
 
+# share of a patterned part's points at each end of its colours' spread read as that end's colour
+PATTERN_END = 0.1
+
+
 def unpatterned_colour(rgb: np.ndarray, pattern: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A removed pattern: (the share of each point's colour to set (N,), the colour (1, 3)). The
-    whole part takes its own colour, the median decoded colour of its points the pattern did
-    not paint (a median: stripes and checks cover half a part, and the pattern points the
-    network misses still leave the part's own colour the majority). Painting all of the part,
-    not only the pattern's points, also covers those it misses; the others already have the
-    part's colour."""
+    whole part takes its own colour (painting all of it also covers the pattern points the
+    network misses; the others already have the part's colour).
+
+    The autoencoder blurs a pattern, pulling the part's colour and the pattern's toward their
+    mix, so neither the median of the part's colours nor that of its unmarked points is the
+    part's own (a yellow seat under black dots came back grey). The part's decoded colours
+    spread along one line, mix to mix; its two ends, where the line passes its `PATTERN_END`
+    most extreme points each way, are the least blurred, and the part's own colour is the end
+    whose half of the part the network marks less as the pattern. Measured on 48 held-out
+    removals (24 held-out phrasings, 24 training), read on the decoded surface with the
+    network's own marks: the part's colour right 33 times, against 30 for the median of the
+    unmarked points, which this never got wrong where that got it right. In the edit evaluation
+    (12 held-out removals): 6 -> 7 (a table's grey top under teal stripes and a bottle's green
+    body under black checks now right; a house's black walls under red dots lost: their end is a
+    dark slate the autoencoder decodes green). Checks stay hard: they cover half a part, and
+    the blur leaves little to tell which colour is the part's."""
     on_part = part > 0.5
-    own = on_part & (pattern < 0.5)
-    if own.sum() < 16:  # nothing left to read the part's colour from
+    if on_part.sum() < 16:  # nothing left to read the part's colour from
         return np.zeros_like(part), rgb[:1]
-    return part, np.median(rgb[own], axis=0, keepdims=True)
+    colours, marks = rgb[on_part], pattern[on_part]
+    mean = colours.mean(0)
+    line = np.linalg.svd(colours - mean, full_matrices=False)[2][0]
+    along = (colours - mean) @ line
+    lo, hi = np.quantile(along, [PATTERN_END, 1.0 - PATTERN_END])
+    middle = (lo + hi) / 2
+    low_marks = marks[along < middle].mean() if (along < middle).any() else 1.0
+    high_marks = marks[along >= middle].mean() if (along >= middle).any() else 1.0
+    end = lo if low_marks < high_marks else hi
+    return part, np.clip(mean + end * line, 0.0, 1.0)[None].astype(np.float32)
 
 
 def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,

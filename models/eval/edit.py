@@ -255,10 +255,10 @@ def _mean(rows, key):
     return round(float(np.mean(v)), 4) if v else None
 
 
-def keeps_shape(editor: LatentEditor, instructions: list[str]) -> bool:
+def keeps_shape(edits) -> bool:
     """Whether a chain of these edits is shown with its reference's shape, as the backend shows
-    it: every one of them a grounded colour edit."""
-    return all(editor.path(i) in SHAPE_KEEPING_PATHS for i in instructions)
+    it (by the path each edit took): every one of them a grounded colour edit."""
+    return all(e.path in SHAPE_KEEPING_PATHS for e in edits)
 
 
 def cuts_of(edits) -> list:
@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
             edit = editor.edit(z_src, pair.instruction, seed=0, **kw)
             probe = Probe(Asset(pair.before), Asset(pair.after), before_pts[:4096], tgt_cloud[:4096, :3], key.source)
             shown = shown_field(ae, z_src, edit.latent, composite=not args.no_composite,
-                                keep_shape=keeps_shape(editor, [pair.instruction]), cuts=cuts_of([edit]))
+                                keep_shape=keeps_shape([edit]), cuts=cuts_of([edit]))
             row = judge(pair, probe, LatentField(ae, z_src), shown, LatentField(ae, z_oracle), grid)
             rows.append({**row, "edit_path": edit.path, "warned": bool(edit.warnings)})
         summary[name] = summarise(rows)
@@ -360,20 +360,19 @@ def chained(ae, editor: LatentEditor, args, kw) -> dict:
         original = Asset(spec)
         z = z0 = encoded(ae, coloured_cloud(original, pts))
         src_field = LatentField(ae, z)
-        current, instructions, edits = spec, [], []
+        current, edits = spec, []
         for step in range(args.chain_length):
             pair = edit_for(PairKey("test", index, step, "heldout"), current)
             if pair is None:
                 break
             edits.append(editor.edit(z, pair.instruction, seed=step, **kw))
             z = edits[-1].latent
-            instructions.append(pair.instruction)
             current = pair.after
             after = Asset(current)
             after_pts = pts[np.abs(after.query(pts, with_colour=False)[0]) < 2e-3]
             probe = Probe(original, after, pts[:4096], after_pts[:4096] if len(after_pts) else pts[:16], index)
             kept = preservation(probe, src_field, shown_field(ae, z0, z, composite=not args.no_composite,
-                                                              keep_shape=keeps_shape(editor, instructions),
+                                                              keep_shape=keeps_shape(edits),
                                                               cuts=cuts_of(edits)))
             if "untouched_iou" in kept:
                 per_step_iou[step].append(kept["untouched_iou"])
@@ -396,8 +395,8 @@ def external_mesh_recolours(ae, editor: LatentEditor, kw, instruction: str = "ma
         pts, sdf, _ = sdf_samples(src, 0, 200_000, np.random.default_rng(7))
         inside = sdf < 0
         z, _ = encode_source_mesh(ae, src, fit_steps=60, seed=0)
-        z_edit, _ = editor.edit_latent(z, instruction, seed=0, **kw)
-        keep = keeps_shape(editor, [instruction])
+        edit = editor.edit(z, instruction, seed=0, **kw)
+        z_edit, keep = edit.latent, keeps_shape([edit])
         fields = {"fit": LatentField(ae, z), "edit_latent_only": LatentField(ae, z_edit),
                   "edit_over_fit": CompositeField(ae, z, z_edit, keep_shape=keep),
                   "edit_over_mesh": CompositeField(ae, z, z_edit, surface=mesh_surface(src), keep_shape=keep)}
@@ -416,7 +415,7 @@ def out_of_domain(ae, editor: LatentEditor, kw, composite: bool) -> dict:
             pts = source_points(spec, PairKey("test", TEST_BASE + 9000 + i, 0))
             z = encoded(ae, coloured_cloud(Asset(spec), pts))
             edit = editor.edit(z, text, seed=0, **kw)
-            shown = shown_field(ae, z, edit.latent, composite, keep_shape=keeps_shape(editor, [text]),
+            shown = shown_field(ae, z, edit.latent, composite, keep_shape=keeps_shape([edit]),
                                 cuts=cuts_of([edit]))
             ious.append(occupancy_iou(LatentField(ae, z).sdf(grid) < 0, shown.sdf(grid) < 0))
             warned.append(bool(edit.warnings))

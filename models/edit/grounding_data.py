@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..world.asset import Asset, AssetSpec
-from ..world.captions import COLOUR_WORDS, HELD_OUT_COLOUR_WORDS
+from ..world.captions import COLOURED, COLOUR_WORDS, HELD_OUT_COLOUR_WORDS, PART_CONNECT, TEMPLATES
 from ..world.categories import CATEGORIES
 from ..world.edits import INSTRUCTIONS, EditPair
 from ..world.palette import COLOURS, PATTERNS
@@ -66,6 +66,31 @@ def lexicon_variant(pair: EditPair, name: str, rgb: tuple) -> tuple[GroundingTar
     target = grounding_target(pair)
     words = {**pair.words, "c": name}
     return GroundingTarget(target.kind, target.part, rgb), [t.format(**words) for t in INSTRUCTIONS[pair.kind]["train"]]
+
+
+def part_captions(spec: AssetSpec, rng: np.random.Generator) -> tuple[GroundingTarget, list[str]] | None:
+    """A description of the asset naming one of its parts by its own colour, as the text model's
+    training captions do ("a 3d model of a white cottage with a teal roof"): the part as the
+    region, its colour as the colour asked, kind "other" (a description is no edit), in every
+    training caption template; None when every part is the main colour or patterned. Edits
+    never name some parts (a house's roof and door: recolouring a house's part is a held-out
+    combination), captions of training assets do; only training templates and colour words.
+    (Without the colour target the house's parts were found as well, and the edits came out
+    worse: models/cards/grounding.md, version 4.)"""
+    cat, main = spec.cat, spec.main_colour()
+    accents = [p for p in spec.parts() if spec.colours[p] != main and p not in spec.patterns]
+    if not accents:
+        return None
+    part = accents[int(rng.integers(len(accents)))]
+    train_words = lambda colour: COLOUR_WORDS[colour][0]  # noqa: E731
+    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    noun = cat.noun_for(part)
+    desc = " ".join([pick(train_words(spec.colours[part])), noun])
+    desc = desc if noun.endswith("s") else ("an " if desc[0] in "aeiou" else "a ") + desc
+    core = pick(COLOURED["train"]).format(c=pick(train_words(main)), noun=pick(cat.nouns))
+    np_ = ("an " if core[0] in "aeiou" else "a ") + core
+    texts = [t.format(np=np_, parts=pick(PART_CONNECT["train"]).format(desc=desc)) for t in TEMPLATES["train"]]
+    return GroundingTarget(GROUNDED_KINDS.index("other"), part, COLOURS[spec.colours[part]]), texts
 
 
 def grounding_target(pair: EditPair) -> GroundingTarget:

@@ -8,9 +8,10 @@ training asset is encoded from 2048 of its surface points and decoded once (plan
 float16); each gets the edits of EDIT_KINDS_DRAWN from the training stream (training templates
 and colour words only; the held-out (edit, category) combinations are never drawn), every
 training phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
-survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB; and each
-asset is described once naming one of its parts by its own colour, as the text model's captions
-do (`grounding_data.part_captions`: the only examples naming a house's roof or door). A step
+survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB; with
+`--captions` each asset is also described once naming one of its parts by its own colour, as the
+text model's captions do (`grounding_data.part_captions`: the only examples naming a house's roof
+or door; version 4, not shipped). A step
 draws a batch of (asset, edit, phrasing) and 512 of the asset's surface points, jittered by 0.01.
 The planes of 3000 assets take 2.4 GB of memory.
 """
@@ -59,8 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lexicon-share", type=float, default=0.5,
                    help="share of recolours also asked with a colour name of models/world/colour_names.tsv")
-    p.add_argument("--no-captions", action="store_true",
-                   help="no descriptions naming a part by its colour (version 3's recipe)")
+    p.add_argument("--captions", action="store_true",
+                   help="also descriptions naming a part by its colour (version 4, not shipped: models/cards/grounding.md)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -77,7 +78,7 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
     return torch.cat(latents), torch.cat(planes)
 
 
-def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = True):
+def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = False):
     """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training
     asset, and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
     lexicon (its own RGB as the target); with `captions`, a description of each asset naming one
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(latents)} assets encoded and decoded in {time.time() - t0:.0f}s", flush=True)
     labels = [point_labels(sample_asset_spec("train", i), surface[i, :, :3].astype(np.float32))
               for i in range(args.assets)]
-    pool = edit_pool(args.assets, args.seed, args.lexicon_share, not args.no_captions)
+    pool = edit_pool(args.assets, args.seed, args.lexicon_share, args.captions)
     texts = sorted({t for _, _, ph in pool for t in ph})
     text_index = {t: j for j, t in enumerate(texts)}
     tokens, masks = encode_instructions(texts)
@@ -175,6 +176,6 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
                assets=args.assets, edits=len(pool), instructions=len(texts), lexicon_share=args.lexicon_share,
-               captions=not args.no_captions)
+               captions=args.captions)
     print(f"saved {args.out}", flush=True)
     return 0

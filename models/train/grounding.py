@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-share", type=float, default=0.5,
                    help="share of recolours also asked with a colour name of models/world/colour_names.tsv")
     p.add_argument("--captions", action="store_true",
-                   help="also descriptions naming a part by its colour (version 4, not shipped: models/cards/grounding.md)")
+                   help="also descriptions naming a part by its colour (version 4, not shipped: "
+                        "models/cards/grounding.md)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_OUT)

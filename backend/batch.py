@@ -724,7 +724,9 @@ def run_batch(jobs_path: str, out: str, opts: BatchOptions | None = None,
     with _lock(root):
         jobs = load_jobs(jobs_path)
         plan(jobs, root)
-        run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        # the random suffix keeps two runs of one process in the same second apart (a worker kept
+        # warm across calls reruns within a second when there is nothing left to do)
+        run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}-{os.urandom(3).hex()}"
         manifest = Manifest(root)
         to_run = sum(1 for j in jobs if j.status != "ok")
         progress = Progress(to_run, opts.log_every)

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..world.asset import Asset, AssetSpec
-from ..world.captions import COLOURED, COLOUR_WORDS, HELD_OUT_COLOUR_WORDS, PART_CONNECT, TEMPLATES
+from ..world.captions import (
+    COLOURED,
+    COLOUR_WORDS,
+    HELD_OUT_COLOUR_WORDS,
+    PART_CONNECT,
+    TEMPLATES,
+    _article,
+    _part_phrase,
+    _pick,
+)
 from ..world.categories import CATEGORIES
 from ..world.edits import INSTRUCTIONS, EditPair
 from ..world.palette import COLOURS, PATTERNS
@@ -81,15 +90,11 @@ def part_captions(spec: AssetSpec, rng: np.random.Generator) -> tuple[GroundingT
     accents = [p for p in spec.parts() if spec.colours[p] != main and p not in spec.patterns]
     if not accents:
         return None
-    part = accents[int(rng.integers(len(accents)))]
-    train_words = lambda colour: COLOUR_WORDS[colour][0]  # noqa: E731
-    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
-    noun = cat.noun_for(part)
-    desc = " ".join([pick(train_words(spec.colours[part])), noun])
-    desc = desc if noun.endswith("s") else ("an " if desc[0] in "aeiou" else "a ") + desc
-    core = pick(COLOURED["train"]).format(c=pick(train_words(main)), noun=pick(cat.nouns))
-    np_ = ("an " if core[0] in "aeiou" else "a ") + core
-    texts = [t.format(np=np_, parts=pick(PART_CONNECT["train"]).format(desc=desc)) for t in TEMPLATES["train"]]
+    part = _pick(rng, accents)
+    desc = _part_phrase(f"{_pick(rng, COLOUR_WORDS[spec.colours[part]][0])} {cat.noun_for(part)}")
+    core = _pick(rng, COLOURED["train"]).format(c=_pick(rng, COLOUR_WORDS[main][0]), noun=_pick(rng, cat.nouns))
+    np_ = _article(core)
+    texts = [t.format(np=np_, parts=_pick(rng, PART_CONNECT["train"]).format(desc=desc)) for t in TEMPLATES["train"]]
     return GroundingTarget(GROUNDED_KINDS.index("other"), part, COLOURS[spec.colours[part]]), texts
 
 

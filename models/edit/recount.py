@@ -90,6 +90,11 @@ def piece_labels(points: np.ndarray, part: np.ndarray, cfg: RecountConfig) -> np
     return part_pieces(points, part, cfg.link, cfg.min_piece)
 
 
+def wrapped(angle):
+    """Angles (radians) wrapped into [-pi, pi]."""
+    return np.angle(np.exp(1j * np.asarray(angle)))
+
+
 def ring_layout(centres: np.ndarray, axis: np.ndarray, count: int, cfg: RecountConfig) -> Layout | None:
     """Pieces' centres (P, 2) about the vertical axis at `axis` (2,) -> the ring of `count`, or None
     when the pieces are not a ring. The piece kept in place is the one that leaves the new ring
@@ -112,10 +117,10 @@ def ring_layout(centres: np.ndarray, axis: np.ndarray, count: int, cfg: RecountC
     def mirror_error(phase: float) -> float:
         a = new_angles(phase)
         mirrored = np.pi - a
-        return float(np.abs(np.angle(np.exp(1j * (mirrored[:, None] - a[None])))).min(1).max())
+        return float(np.abs(wrapped(mirrored[:, None] - a[None])).min(1).max())
 
     def from_back(phase: float) -> float:
-        return float(abs(np.angle(np.exp(1j * (phase - np.pi / 2)))))
+        return float(abs(wrapped(phase - np.pi / 2)))
 
     keep = min(range(n), key=lambda i: (round(mirror_error(angle[i]), 2), round(from_back(angle[i]), 2),
                                         round(float(angle[i] % (2 * np.pi)), 2)))
@@ -123,7 +128,7 @@ def ring_layout(centres: np.ndarray, axis: np.ndarray, count: int, cfg: RecountC
     copies, kept = [], []
     for target in targets:
         # a source piece already at this angle stays; otherwise the kept piece is turned there
-        diff = np.abs(np.angle(np.exp(1j * (angle - target))))
+        diff = np.abs(wrapped(angle - target))
         there = int(diff.argmin())
         if diff[there] < 0.25 * np.pi / max(n, count):
             kept.append(there)

@@ -82,6 +82,21 @@ def test_a_stool_ring_keeps_its_symmetric_layout():
     assert len(got) == 3 and sorted(angles_deg(got).tolist()) == [45, 165, 285]
 
 
+@pytest.mark.parametrize("off_deg", [-1.5, -0.5, 0.5, 1.5])
+def test_the_back_piece_is_kept_when_read_a_degree_off(off_deg):
+    """Pieces' centres are read from decoded samples a degree or two off; the back fin is still
+    the one kept (a rocket's 4 -> 3 fins read 90.4 degrees at the back and -90.3 at the front
+    once picked the front fin)."""
+    centres = ring(4)
+    turn = np.deg2rad(off_deg)
+    x, y, z = centres[0]
+    centres[0] = (x * np.cos(turn) - y * np.sin(turn), x * np.sin(turn) + y * np.cos(turn), z)
+    pts, part = with_pieces(centres)
+    piece = piece_labels(pts, part, CFG)
+    got = new_centres(pts, piece, recount_layout(pts, piece, 3, CFG))
+    assert np.abs(angles_deg(got) - np.array([90, 210, 330]) - round(off_deg)).max() <= 2, angles_deg(got)
+
+
 def grid(columns, rows=(-0.25, 0.25), span=(-0.5, 0.5), z=-0.6):
     return [(x, y, z) for x in np.linspace(*span, columns) for y in rows]
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..triplane.autoencoder import TriplaneAutoencoder
-from ..triplane.inference import encode_cloud
+from ..triplane.inference import encoded_delta
 from .grounding import PartGrounding
 from .part_resize import part_pieces
 from .removal import PartCut, marked_part
@@ -55,6 +55,9 @@ class RecountConfig:
     # along the row within this share of an even spacing
     row_tolerance: float = 0.06
     row_gap: float = 0.25
+    # a new ring within this angle (radians, ~6 degrees) of its mirror image counts as symmetric:
+    # pieces' centres are read from decoded samples a degree or two off their true angles
+    mirror_tolerance: float = 0.1
     max_count: int = 12           # counts asked beyond this are left to the flow model
 
 
@@ -122,7 +125,7 @@ def ring_layout(centres: np.ndarray, axis: np.ndarray, count: int, cfg: RecountC
     def from_back(phase: float) -> float:
         return float(abs(wrapped(phase - np.pi / 2)))
 
-    keep = min(range(n), key=lambda i: (round(mirror_error(angle[i]), 2), round(from_back(angle[i]), 2),
+    keep = min(range(n), key=lambda i: (mirror_error(angle[i]) > cfg.mirror_tolerance, round(from_back(angle[i]), 2),
                                         round(float(angle[i] % (2 * np.pi)), 2)))
     targets = new_angles(angle[keep])
     copies, kept = [], []
@@ -226,6 +229,6 @@ def grounded_recount(ae: TriplaneAutoencoder, model: PartGrounding, latent: torc
         return latent.clone(), None, True   # a ring or rows of `count` already
     cloud, dropped = recounted_clouds(pts, rgb, piece, layout)
     source = np.concatenate([pts, rgb], 1).astype(np.float32)
-    edited = latent + weight * (encode_cloud(ae, cloud) - encode_cloud(ae, source))
+    edited = latent + weight * encoded_delta(ae, cloud, source)
     cut = PartCut(dropped, cloud[:, :3], weight) if len(dropped) else None
     return edited, cut, False

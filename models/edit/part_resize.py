@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..triplane.autoencoder import TriplaneAutoencoder
-from ..triplane.inference import encode_cloud
+from ..triplane.inference import encoded_delta
 from ..world.edits import FACTOR
 from .grounding import PartGrounding
 from .kinds import RESIZES
@@ -177,4 +177,4 @@ def grounded_part_resize(ae: TriplaneAutoencoder, model: PartGrounding, latent: 
     rescale, shrunk = fitted_part(pts, part_rescale(pts, part, way, weight, cfg), cfg.limit)
     cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
     moved = np.concatenate([rescale.apply(pts, rescale.piece), rgb], 1).astype(np.float32)
-    return latent + encode_cloud(ae, moved) - encode_cloud(ae, cloud), rescale, shrunk
+    return latent + encoded_delta(ae, moved, cloud), rescale, shrunk

@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 
 from ..data import NoSurfaceError
 from ..triplane.autoencoder import TriplaneAutoencoder
-from ..triplane.inference import encode_cloud
+from ..triplane.inference import encoded_delta
 from .grounding import GROUNDED_KINDS, PartGrounding
 from .recolour import decoded_surface
 
@@ -152,5 +152,5 @@ def grounded_removal(ae: TriplaneAutoencoder, model: PartGrounding, latent: torc
         return None
     pts, rgb, part = marked
     cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
-    edited = latent + weight * (encode_cloud(ae, cloud[~part]) - encode_cloud(ae, cloud))
+    edited = latent + weight * encoded_delta(ae, cloud[~part], cloud)
     return edited, PartCut(pts[part], pts[~part], weight)

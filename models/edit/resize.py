@@ -23,7 +23,7 @@ import torch
 
 from ..data import NoSurfaceError
 from ..triplane.autoencoder import TriplaneAutoencoder
-from ..triplane.inference import encode_cloud
+from ..triplane.inference import encoded_delta
 from ..world.asset import CUBE_LIMIT
 from ..world.edits import FACTOR
 from .kinds import RESIZES
@@ -115,4 +115,4 @@ def grounded_resize(ae: TriplaneAutoencoder, latent: torch.Tensor, way: str, wei
     rescale, shrunk = fitted(pts, rescale, cfg.limit)
     cloud = np.concatenate([pts, rgb], 1).astype(np.float32)
     scaled = np.concatenate([rescale.apply(pts), rgb], 1).astype(np.float32)
-    return latent + encode_cloud(ae, scaled) - encode_cloud(ae, cloud), rescale, shrunk
+    return latent + encoded_delta(ae, scaled, cloud), rescale, shrunk

@@ -30,6 +30,13 @@ def encode_cloud(model: TriplaneAutoencoder, cloud: np.ndarray) -> torch.Tensor:
     return model.encode(t[None] if t.ndim == 2 else t)
 
 
+def encoded_delta(model: TriplaneAutoencoder, edited: np.ndarray, source: np.ndarray) -> torch.Tensor:
+    """E(edited) - E(source) for an asset's coloured surface cloud (N, 6) and an edit of it (M, 6):
+    the change Kiln's grounded edits add to the source's own latent. The encoder's error is much
+    the same for both clouds and cancels; what the source latent holds beyond it is kept."""
+    return encode_cloud(model, edited) - encode_cloud(model, source)
+
+
 def fit_latent(model: TriplaneAutoencoder, latent: torch.Tensor, points: np.ndarray, sdf: np.ndarray,
                rgb: np.ndarray, steps: int = 60, lr: float = 0.03, batch: int = 8192, seed: int = 0,
                progress: Progress = None, cancel: Cancel = None) -> torch.Tensor:

@@ -57,6 +57,60 @@ def test_a_longer_part_carries_what_stands_on_it():
     assert np.allclose(down[100:, 2] - pts[100:, 2], (1 / 1.35 - 1) * (hi - lo), atol=1e-5)
 
 
+def toy_chair():
+    """A square seat's samples (0.6 across), four legs near its corners and a back along its
+    rear edge, as the procedural world builds a chair; the seat is the part."""
+    u = np.linspace(-0.3, 0.3, 25)
+    seat = np.stack(np.meshgrid(u, u, [-0.3]), -1).reshape(-1, 3)
+    legs = [line((x, y, -0.32), (x, y, -0.9), 30) for x in (-0.22, 0.22) for y in (-0.22, 0.22)]
+    back = np.stack(np.meshgrid(u, [0.3], np.linspace(-0.28, 0.3, 25)), -1).reshape(-1, 3)
+    pts = np.concatenate([seat, *legs, back]).astype(np.float32)
+    return pts, np.arange(len(pts)) < len(seat), len(seat)
+
+
+def test_a_narrower_seat_carries_its_legs_and_back():
+    """Scaled across, a part carries what hangs on it alone within its footprint: the legs keep
+    under the seat's corners (moved, not thinned) and the back, joined all along the seat's rear
+    edge, narrows with it. Alone, the seat's change is one the autoencoder hardly shows (a
+    held-out chair's narrower seat: 0 -> 0.97 of the way in the edit evaluation)."""
+    pts, part, n = toy_chair()
+    r = part_rescale(pts, part, "x_down", 1.0, PartResizeConfig(span_quantile=0.0))
+    moved = r.apply(pts, r.piece)
+    f = 1 / 1.35
+    assert np.isclose(np.ptp(moved[:n, 0]), 0.6 * f, rtol=0.01) and np.isclose(np.ptp(moved[:n, 1]), 0.6 * f, rtol=0.01)
+    for i, (x, y) in enumerate([(-0.22, -0.22), (-0.22, 0.22), (0.22, -0.22), (0.22, 0.22)]):
+        leg = moved[n + 30 * i:n + 30 * (i + 1)]
+        assert np.allclose(leg[:, :2], (x * f, y * f), atol=1e-4)              # still under its corner
+        assert np.allclose(leg[:, 2], pts[n + 30 * i:n + 30 * (i + 1), 2])     # same length
+    back = moved[n + 120:]
+    assert np.isclose(np.ptp(back[:, 0]), 0.6 * f, rtol=0.01)                 # as wide as the seat
+    assert np.allclose(back[:, 1], 0.3 * f, atol=1e-4)                        # on its rear edge
+    assert np.allclose(back[:, 2], pts[n + 120:, 2])
+    # points off the samples follow their nearest one: a leg's foot moves with it
+    assert np.allclose(r.apply(np.array([[0.22, 0.22, -0.89]], np.float32))[0, :2], (0.22 * f, 0.22 * f), atol=1e-4)
+
+
+def test_what_joins_a_part_through_a_post_is_not_scaled_with_it():
+    """A lamp's base made wider: its pole and a shade within the base's footprint stand on it
+    through the pole only, so they are not widened (the shade keeps its size and place)."""
+    def disc(radius, z):
+        u = np.linspace(-radius, radius, 13)
+        d = np.stack(np.meshgrid(u, u, [z]), -1).reshape(-1, 3)
+        return d[np.hypot(d[:, 0], d[:, 1]) <= radius + 1e-6]
+
+    base = disc(0.3, -0.8)
+    pole = line((0, 0, -0.78), (0, 0, 0.0))
+    shade = disc(0.25, 0.02)   # within the base's footprint, on the pole
+    pts = np.concatenate([base, pole, shade]).astype(np.float32)
+    n = len(base)
+    assert len(set(pieces(pts[n:], PartResizeConfig().link))) == 1   # pole and shade: one group
+    r = part_rescale(pts, np.arange(len(pts)) < n, "x_up", 1.0, PartResizeConfig(span_quantile=0.0))
+    assert (r.piece[n:] >= 0).all()                                   # carried (moved nowhere)
+    moved = r.apply(pts, r.piece)
+    assert np.isclose(np.ptp(moved[:n, 0]), 1.35 * np.ptp(base[:, 0]), rtol=0.01)
+    assert np.allclose(moved[n:], pts[n:], atol=1e-3)
+
+
 def test_size_and_width_scale_each_piece_in_place():
     # four "wheels": discs in the x-z plane, thin in y, far apart
     disc = np.stack([np.cos(np.linspace(0, 6, 50)) * 0.1, np.zeros(50), np.sin(np.linspace(0, 6, 50)) * 0.1], 1)
@@ -73,6 +127,12 @@ def test_size_and_width_scale_each_piece_in_place():
         assert np.isclose(np.ptp(w[:, 0]), 1.35 * np.ptp(disc[:, 0]), rtol=0.02)  # the radius grows
         assert np.allclose(w[:, 1], c[1])                                       # not the thickness
     assert np.allclose(moved[len(wheels):], body)
+    # a body joined to all four wheels is carried by none of them
+    axle = np.concatenate([line((-0.5, -0.3, -0.5), (0.5, -0.3, -0.5)), line((-0.5, 0.3, -0.5), (0.5, 0.3, -0.5))])
+    joined = np.concatenate([wheels, axle])
+    r = part_rescale(joined, np.arange(len(joined)) < len(wheels), "whole_up", 1.0)
+    assert (r.piece[len(wheels):] == -1).all()
+    assert np.allclose(r.apply(joined, r.piece)[len(wheels):], axle)
     # a guard wider along its length, not its depth; points off the samples follow their nearest one
     guard = line((-0.2, 0, 0.1), (0.2, 0, 0.1))
     guard = np.concatenate([guard, guard + (0, 0.03, 0)]).astype(np.float32)

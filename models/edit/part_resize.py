@@ -24,9 +24,10 @@ its footprint (`carried_pieces`): a narrower seat keeps its legs under its corne
 as wide as itself, as the procedural world builds chairs and tables; moved alone, the seat's
 change was one the autoencoder hardly showed (edit evaluation, 41 held-out part resizes:
 34 -> 36 right, a chair's narrower seat and a table's narrower top; none lost). The moved
-samples are encoded as a delta onto the latent, as a whole-asset resize's are (`resize.py`). The factor is the procedural world's 1.35, the step its part
-resizes take; `weight` (strength x confidence) takes that share of the step in log scale, and
-a result that would leave the cube is resized only as far as it fits.
+samples are encoded as a delta onto the latent, as a whole-asset resize's are (`resize.py`).
+The factor is the procedural world's 1.35, the step its part resizes take; `weight` (strength
+x confidence) takes that share of the step in log scale, and a result that would leave the
+cube is resized only as far as it fits.
 """
 from __future__ import annotations
 

@@ -77,25 +77,33 @@ def lexicon_variant(pair: EditPair, name: str, rgb: tuple) -> tuple[GroundingTar
     return GroundingTarget(target.kind, target.part, rgb), [t.format(**words) for t in INSTRUCTIONS[pair.kind]["train"]]
 
 
-def part_captions(spec: AssetSpec, rng: np.random.Generator) -> tuple[GroundingTarget, list[str]] | None:
-    """A description of the asset naming one of its parts by its own colour, as the text model's
+def part_captions(spec: AssetSpec, rng: np.random.Generator) -> list[tuple[GroundingTarget, list[str]]]:
+    """Descriptions of the asset naming one of its parts by its own colour, as the text model's
     training captions do ("a 3d model of a white cottage with a teal roof"): the part as the
     region, its colour as the colour asked, kind "other" (a description is no edit), in every
-    training caption template; None when every part is the main colour or patterned. Edits
-    never name some parts (a house's roof and door: recolouring a house's part is a held-out
-    combination), captions of training assets do; only training templates and colour words.
-    (Without the colour target the house's parts were found as well, and the edits came out
-    worse: models/cards/grounding.md, version 4.)"""
+    training caption template. Edits never name some parts (a house's roof and door:
+    recolouring a house's part is a held-out combination), captions of training assets do; only
+    training templates and colour words. One description names an accent part (off the main
+    colour), one a part in the main colour ("a mug with a white body"), where the asset has
+    them: named only by its accents, the network learnt to mark the off-colour part whatever was
+    asked (a mug's red handle half marked for "add blue stripes to the body"). Patterned parts
+    are never named. (Without the colour target the house's parts were found as well, and the
+    edits came out worse: models/cards/grounding.md, version 4.)"""
     cat, main = spec.cat, spec.main_colour()
-    accents = [p for p in spec.parts() if spec.colours[p] != main and p not in spec.patterns]
-    if not accents:
-        return None
-    part = _pick(rng, accents)
-    desc = _part_phrase(f"{_pick(rng, COLOUR_WORDS[spec.colours[part]][0])} {cat.noun_for(part)}")
-    core = _pick(rng, COLOURED["train"]).format(c=_pick(rng, COLOUR_WORDS[main][0]), noun=_pick(rng, cat.nouns))
-    np_ = _article(core)
-    texts = [t.format(np=np_, parts=_pick(rng, PART_CONNECT["train"]).format(desc=desc)) for t in TEMPLATES["train"]]
-    return GroundingTarget(GROUNDED_KINDS.index("other"), part, COLOURS[spec.colours[part]]), texts
+    plain = [p for p in spec.parts() if p not in spec.patterns]
+    out = []
+    for accent in (True, False):
+        parts = [p for p in plain if (spec.colours[p] != main) == accent]
+        if not parts:
+            continue
+        part = _pick(rng, parts)
+        desc = _part_phrase(f"{_pick(rng, COLOUR_WORDS[spec.colours[part]][0])} {cat.noun_for(part)}")
+        noun = _pick(rng, cat.nouns)
+        core = _pick(rng, COLOURED["train"]).format(c=_pick(rng, COLOUR_WORDS[main][0]), noun=noun) if accent else noun
+        texts = [t.format(np=_article(core), parts=_pick(rng, PART_CONNECT["train"]).format(desc=desc))
+                 for t in TEMPLATES["train"]]
+        out.append((GroundingTarget(GROUNDED_KINDS.index("other"), part, COLOURS[spec.colours[part]]), texts))
+    return out
 
 
 def grounding_target(pair: EditPair) -> GroundingTarget:

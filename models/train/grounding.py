@@ -83,15 +83,15 @@ def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = F
     """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training
     asset, and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
     lexicon (its own RGB as the target); with `captions`, a description of each asset naming one
-    of its parts by its colour (`part_captions`)."""
+    of its parts by its colour and one another (`part_captions`)."""
     lexicon = colour_lexicon() if lexicon_share > 0 else {}
     names = sorted(lexicon)
     pool = []
     for i in range(n_assets):
         spec = sample_asset_spec("train", i)
-        described = part_captions(spec, np.random.default_rng([seed, i, 0x43415054])) if captions else None
-        if described is not None:
-            pool.append((i, *described))
+        if captions:
+            described = part_captions(spec, np.random.default_rng([seed, i, 0x43415054]))
+            pool.extend((i, *d) for d in described)
         for k, kind in enumerate(EDIT_KINDS_DRAWN):
             rng = np.random.default_rng([seed, i, k, 0x47524E44])
             pair = sample_edit(spec, rng, "train", "train", kind)

@@ -97,6 +97,18 @@ def test_the_back_piece_is_kept_when_read_a_degree_off(off_deg):
     assert np.abs(angles_deg(got) - np.array([90, 210, 330]) - round(off_deg)).max() <= 2, angles_deg(got)
 
 
+def test_a_stray_mark_beside_the_pieces_is_not_one_of_them():
+    """A repeated part's pieces are copies; a small group the grounding network also marks (a
+    rocket's body beside its back fin) is not counted, and three fins still make a ring of four."""
+    pts, part = with_pieces(ring(3))
+    stray = blob((0.0, 0.22, -0.5), n=20, size=0.02, seed=9)
+    pts, part = np.concatenate([pts, stray]), np.concatenate([part, np.ones(len(stray), bool)])
+    piece = piece_labels(pts, part, CFG)
+    assert piece.max() + 1 == 3 and (piece[-len(stray):] == -1).all()
+    layout = recount_layout(pts, piece, 4, CFG)
+    assert layout is not None and layout.kind == "ring" and len(layout.copies) == 3
+
+
 def grid(columns, rows=(-0.25, 0.25), span=(-0.5, 0.5), z=-0.6):
     return [(x, y, z) for x in np.linspace(*span, columns) for y in rows]
 

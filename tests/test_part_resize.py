@@ -90,6 +90,21 @@ def test_a_narrower_seat_carries_its_legs_and_back():
     assert np.allclose(r.apply(np.array([[0.22, 0.22, -0.89]], np.float32))[0, :2], (0.22 * f, 0.22 * f), atol=1e-4)
 
 
+def test_a_stray_mark_beside_the_part_is_not_a_piece_of_it():
+    """The grounding network also marks a strip of the back, apart from the seat (a tenth of the
+    seat's samples, over the 5% a piece needs): it is not a second piece of the seat, so the back
+    still hangs on one piece and is carried."""
+    pts, part, n = toy_chair()
+    back = np.flatnonzero(~part)[120:]
+    strip = back[(pts[back, 2] > -0.1) & (pts[back, 2] < 0.0) & (np.abs(pts[back, 0]) < 0.2)]
+    assert 0.05 * (n + len(strip)) < len(strip) < 0.4 * n
+    part = part.copy()
+    part[strip] = True
+    r = part_rescale(pts, part, "x_down", 1.0, PartResizeConfig(span_quantile=0.0))
+    assert (r.piece[:n] == 0).all() and (r.piece[strip] > 0).all()   # the strip goes with the back
+    assert np.isclose(np.ptp(r.apply(pts, r.piece)[back, 0]), 0.6 / 1.35, rtol=0.01)
+
+
 def test_what_joins_a_part_through_a_post_is_not_scaled_with_it():
     """A lamp's base made wider: its pole and a shade within the base's footprint stand on it
     through the pole only, so they are not widened (the shade keeps its size and place)."""

@@ -65,6 +65,9 @@ class PartResizeConfig:
     # a piece under this share of the part's samples is a stray mark of the grounding network, not
     # part of it (a seat's grounding reaches 40 of the back's 3000 samples)
     min_piece: float = 0.05
+    # nor is one under this share of the median piece's (a part is one piece or copies: a strip
+    # of 97 samples marked beside a chair's seat of 1783)
+    min_copy: float = 0.4
     # a group of the rest's samples spans a part's piece along an axis where the samples touching
     # the piece reach this share of its extent (a chair's back across its seat)
     spans: float = 0.8
@@ -82,14 +85,17 @@ def pieces(points: np.ndarray, link: float) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def part_pieces(points: np.ndarray, part: np.ndarray, link: float, min_piece: float) -> np.ndarray:
+def part_pieces(points: np.ndarray, part: np.ndarray, link: float, min_piece: float,
+                min_copy: float = 0.0) -> np.ndarray:
     """(N,) piece of each sample: the part's samples (`part` (N,) bool) in connected groups
     (`pieces`), numbered from 0; -1 off the part, and on a group holding under `min_piece` of the
-    part's samples (a stray mark of the grounding network)."""
+    part's samples or under `min_copy` of the median group's (a stray mark of the grounding
+    network: a part's pieces are one piece or copies of one another)."""
     label = np.full(len(points), -1, np.int64)
     found = pieces(points[part], link)
     sizes = np.bincount(found)
-    kept = np.flatnonzero(sizes >= min_piece * sizes.sum())
+    big = sizes >= min_piece * sizes.sum()
+    kept = np.flatnonzero(big & (sizes >= min_copy * np.median(sizes[big]))) if big.any() else []
     renumbered = np.full(len(sizes), -1, np.int64)
     renumbered[kept] = np.arange(len(kept))
     label[part] = renumbered[found]
@@ -187,7 +193,7 @@ def part_rescale(points: np.ndarray, part: np.ndarray, way: str, weight: float,
         raise ValueError(f"unknown resize {way!r}: one of {RESIZES}")
     extent, direction = way.split("_")
     factor = FACTOR["part"] ** (weight if direction == "up" else -weight)
-    piece = part_pieces(points, part, cfg.link, cfg.min_piece)
+    piece = part_pieces(points, part, cfg.link, cfg.min_piece, cfg.min_copy)
     n = int(piece.max()) + 1
     centres = np.zeros((n, 3), np.float32)
     axes = np.zeros((n, 3), bool)

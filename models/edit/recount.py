@@ -46,9 +46,8 @@ class RecountConfig:
     max_share: float = 0.6        # a repeated part is never most of the asset
     link: float = 0.08            # as PartResizeConfig.link: a stool's legs are 0.2+ apart
     min_piece: float = 0.05       # as PartResizeConfig.min_piece
-    # a repeated part's pieces are copies of one another: one under this share of the median
-    # piece's samples is a stray mark (a rocket's body marked beside its back fin: 76 samples
-    # against the fins' 333-452)
+    # as PartResizeConfig.min_copy: a rocket's body marked beside its back fin, 76 samples against
+    # the fins' 333-452
     min_copy: float = 0.4
     # a ring: the pieces' distances from the axis within this share of their mean, and the
     # angles between neighbours within this share of an even spacing (a car's four wheels sit
@@ -93,16 +92,8 @@ class PieceMove:
 
 
 def piece_labels(points: np.ndarray, part: np.ndarray, cfg: RecountConfig) -> np.ndarray:
-    """(N,) piece of each sample, -1 off the part or on a stray piece (`part_resize.part_pieces`,
-    and pieces far smaller than the part's other pieces)."""
-    piece = part_pieces(points, part, cfg.link, cfg.min_piece)
-    sizes = np.bincount(piece[piece >= 0])
-    if not len(sizes):
-        return piece
-    kept = np.flatnonzero(sizes >= cfg.min_copy * np.median(sizes))
-    renumbered = np.full(len(sizes), -1, np.int64)
-    renumbered[kept] = np.arange(len(kept))
-    return np.where(piece >= 0, renumbered[np.maximum(piece, 0)], -1)
+    """(N,) piece of each sample, -1 off the part or on a stray piece (`part_resize.part_pieces`)."""
+    return part_pieces(points, part, cfg.link, cfg.min_piece, cfg.min_copy)
 
 
 def wrapped(angle):

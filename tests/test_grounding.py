@@ -331,3 +331,51 @@ def test_a_count_change_labels_the_part_it_repeats():
         assert target.part == (named_part(pair) if named_part(pair) in spec.parts() else None)
         seen[spec.category] = target.part
     assert seen["rocket"] == "fins" and seen["table"] == "legs" and seen["tree"] == "foliage", seen
+
+
+def test_the_second_stage_keeps_the_instruction_reading_and_trains_the_rest():
+    """The descriptions' stage (models/train/grounding.py, version 8) changes where the network
+    marks a part, never how it reads an instruction's colour and kind: left free, that reading
+    drifted and "remove the legs" was read as a pattern removal."""
+    from argparse import Namespace
+
+    from models.edit.grounding import GroundingConfig, PartGrounding
+    from models.edit.grounding_data import GroundingTarget, PointLabels
+    from models.train.grounding import TrainingData, train_stage
+
+    torch.manual_seed(0)
+    cfg, n = GroundingConfig(), 64
+    rng = np.random.default_rng(0)
+    labels = [PointLabels(rng.integers(0, 2, n).astype(np.int8), ["body", "handle"], np.zeros(n, bool),
+                          np.zeros((n, 3), bool)) for _ in range(2)]
+    described = GroundingTarget(GROUNDED_KINDS.index("other"), "handle", (1.0, 0.0, 0.0))
+    edit = GroundingTarget(GROUNDED_KINDS.index("recolour_part"), "body", (0.0, 0.0, 1.0))
+    pool = [(0, described, ["a mug with a red handle"]), (1, edit, ["make the body blue"])]
+    data = TrainingData(pool, rng.uniform(-0.5, 0.5, (2, n, 6)).astype(np.float32), labels,
+                        torch.randn(2, 3, 8, 16, 16), torch.randn(2, 3, cfg.plane_channels, 8, 8).half(),
+                        torch.randn(2, 6, cfg.text_dim).half(), torch.ones(2, 6, dtype=torch.bool),
+                        {"a mug with a red handle": 0, "make the body blue": 1})
+    model = PartGrounding(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = Namespace(batch=4, points=16)
+    train_stage(model, data, 2, 3, 1e-2, np.random.default_rng(1), args, 0.0, flat=True)
+    after = model.state_dict()
+    reading = [k for k in before if k.startswith(("prompt.", "heads."))]
+    assert reading and all(torch.equal(before[k], after[k]) for k in reading)
+    assert not torch.equal(before["region.1.weight"], after["region.1.weight"])
+    assert not torch.equal(before["film.0.weight"], after["film.0.weight"])
+
+
+def test_bare_part_removals_are_not_read_as_colour_edits(grounding):
+    """"remove the legs" names a part, not a pattern: the grounding network's kind head leaves it
+    to the removal path. (Left free in its second stage, version 7 read it as a pattern removal,
+    and a mug asked to "remove the spoiler" would have been repainted.)"""
+    from models.edit.recolour import grounded_kinds
+
+    parts = ("legs", "spoiler", "handle", "wheels", "back", "armrests", "window", "chimney", "fins", "shade")
+    texts = [f"{verb} the {part}" for verb in ("remove", "take off", "delete", "get rid of") for part in parts]
+    enc = shared_encoder().encode(texts)
+    kinds = grounded_kinds(grounding, enc.tokens, enc.mask)
+    assert kinds == [None] * len(texts), [(t, k) for t, k in zip(texts, kinds) if k is not None]
+    enc = shared_encoder().encode(["remove the stripes", "make the legs red"])
+    assert grounded_kinds(grounding, enc.tokens, enc.mask) == ["remove_pattern", "recolour_part"]

@@ -8,18 +8,23 @@ training asset is encoded from 2048 of its surface points and decoded once (plan
 float16); each gets the edits of EDIT_KINDS_DRAWN from the training stream (training templates
 and colour words only; the held-out (edit, category) combinations are never drawn), every
 training phrasing of each; half the recolours are also asked with a colour name of the xkcd colour
-survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB; with
-`--captions` each asset is also described once naming one of its parts by its own colour, as the
-text model's captions do (`grounding_data.part_captions`: the only examples naming a house's roof
-or door; version 4, not shipped). A step
+survey (models/world/colour_names.tsv, held-out synonyms removed) and that name's RGB. A step
 draws a batch of (asset, edit, phrasing) and 512 of the asset's surface points, jittered by 0.01.
 The planes of 3000 assets take 2.4 GB of memory.
+
+Two stages (version 8): 8000 steps on the edits, then `--describe-steps` more with descriptions
+of each asset naming its parts by their colours joining the pool (`grounding_data.part_captions`,
+as the text model's captions do: the only examples naming a house's roof or door), the
+instruction's own reading (summary, colour, kind) kept as the first stage left it.
+`--describe-steps 0` is version 3's recipe; with `--captions` as well, the descriptions are in
+the pool from the start (version 6, not shipped). models/cards/grounding.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_model
 from ..data import load_or_build
-from ..edit.grounding import GroundingConfig, PartGrounding
+from ..edit.grounding import GroundingConfig, PartGrounding, load_grounding
 from ..edit.grounding_data import (
     colour_lexicon,
     grounding_target,
@@ -61,8 +66,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-share", type=float, default=0.5,
                    help="share of recolours also asked with a colour name of models/world/colour_names.tsv")
     p.add_argument("--captions", action="store_true",
-                   help="also descriptions naming a part by its colour (version 4, not shipped: "
-                        "models/cards/grounding.md)")
+                   help="with --describe-steps 0: descriptions naming parts by their colours in the pool "
+                        "from the start (version 6, not shipped: models/cards/grounding.md)")
+    p.add_argument("--describe-steps", type=int, default=1500,
+                   help="after --steps, this many more with the descriptions joining the pool, the "
+                        "instruction's reading frozen, at --describe-lr (version 8; 0: version 3)")
+    p.add_argument("--describe-lr", type=float, default=2e-4)
+    p.add_argument("--init", default=None,
+                   help="start from these weights and take only the --describe-steps (an experiment's "
+                        "shortcut: the first stage's weights are stored in float16)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -82,16 +94,15 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
 def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = False):
     """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training
     asset, and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
-    lexicon (its own RGB as the target); with `captions`, a description of each asset naming one
-    of its parts by its colour and one another (`part_captions`)."""
+    lexicon (its own RGB as the target); with `captions`, descriptions of each asset naming its
+    parts by their colours (`part_captions`) among them (version 6's pool)."""
     lexicon = colour_lexicon() if lexicon_share > 0 else {}
     names = sorted(lexicon)
     pool = []
     for i in range(n_assets):
         spec = sample_asset_spec("train", i)
         if captions:
-            described = part_captions(spec, np.random.default_rng([seed, i, 0x43415054]))
-            pool.extend((i, *d) for d in described)
+            pool.extend(asset_descriptions(i, seed))
         for k, kind in enumerate(EDIT_KINDS_DRAWN):
             rng = np.random.default_rng([seed, i, k, 0x47524E44])
             pair = sample_edit(spec, rng, "train", "train", kind)
@@ -102,6 +113,12 @@ def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = F
                 name = names[int(rng.integers(len(names)))]
                 pool.append((i, *lexicon_variant(pair, name, lexicon[name])))
     return pool
+
+
+def asset_descriptions(index: int, seed: int) -> list:
+    """The pool entries of a training asset's descriptions (`part_captions`)."""
+    described = part_captions(sample_asset_spec("train", index), np.random.default_rng([seed, index, 0x43415054]))
+    return [(index, *d) for d in described]
 
 
 def encode_instructions(texts: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +134,6 @@ def encode_instructions(texts: list[str], batch: int = 256) -> tuple[torch.Tenso
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     t0 = time.time()
     surface = load_or_build("train", args.assets, args.cache)["surface"]
     ae = load_autoencoder().eval()
@@ -125,36 +141,83 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(latents)} assets encoded and decoded in {time.time() - t0:.0f}s", flush=True)
     labels = [point_labels(sample_asset_spec("train", i), surface[i, :, :3].astype(np.float32))
               for i in range(args.assets)]
-    pool = edit_pool(args.assets, args.seed, args.lexicon_share, args.captions)
+    # a second stage's descriptions join after the first stage's pool, whose draws stay as they were
+    pool = edit_pool(args.assets, args.seed, args.lexicon_share, args.captions and not args.describe_steps)
+    first = len(pool)
+    if args.describe_steps:
+        pool += [d for i in range(args.assets) for d in asset_descriptions(i, args.seed)]
     texts = sorted({t for _, _, ph in pool for t in ph})
     text_index = {t: j for j, t in enumerate(texts)}
     tokens, masks = encode_instructions(texts)
-    print(f"{len(pool)} edits, {len(texts)} distinct instructions, ready in {time.time() - t0:.0f}s", flush=True)
+    print(f"{first} edits, {len(pool) - first} descriptions, {len(texts)} distinct instructions, "
+          f"ready in {time.time() - t0:.0f}s", flush=True)
+    data = TrainingData(pool, surface, labels, latents, planes, tokens, masks, text_index)
 
     model = PartGrounding(GroundingConfig())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps,
-                                                pct_start=max(0.05, 4 / args.steps))
+    if args.init:
+        model = load_grounding(args.init).train()
+    else:
+        train_stage(model, data, first, args.steps, args.lr, np.random.default_rng(args.seed), args, t0)
+    if args.describe_steps:
+        train_stage(model, data, len(pool), args.describe_steps, args.describe_lr,
+                    np.random.default_rng([args.seed, 0x44455343]), args, t0, flat=True)
+    model.eval()
+    save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
+               assets=args.assets, edits=first, descriptions=len(pool) - first, instructions=len(texts),
+               lexicon_share=args.lexicon_share, captions=args.captions, describe_steps=args.describe_steps,
+               describe_lr=args.describe_lr, init=args.init)
+    print(f"saved {args.out}", flush=True)
+    return 0
+
+
+@dataclass
+class TrainingData:
+    pool: list                 # (asset, GroundingTarget, phrasings)
+    surface: np.ndarray        # (A, N, 6) the assets' surface samples
+    labels: list               # PointLabels of each asset's samples
+    latents: torch.Tensor
+    planes: torch.Tensor
+    tokens: torch.Tensor       # the distinct instructions', in `text_index` order
+    masks: torch.Tensor
+    text_index: dict
+
+
+def train_stage(model: PartGrounding, data: TrainingData, drawn: int, steps: int, lr: float,
+                rng: np.random.Generator, args: argparse.Namespace, t0: float, flat: bool = False) -> None:
+    """`steps` AdamW steps on batches drawn from the first `drawn` entries of the pool: one cycle
+    to `lr` (the first stage), or `flat`, warm weights taken on at `lr` decayed along a cosine,
+    with the instruction's own reading (its summary, colour and kind: `prompt`, `heads`) kept as
+    it was: the descriptions teach where a part is, and left free the kind head began reading
+    "remove the legs" as a pattern removal."""
+    if flat:
+        for module in (model.prompt, model.heads):
+            module.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=lr, weight_decay=1e-4)
+    if flat:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=max(0.05, 4 / steps))
+    pool, surface = data.pool, data.surface
     log = []
-    for step in range(1, args.steps + 1):
-        picks = rng.integers(0, len(pool), args.batch)
+    for step in range(1, steps + 1):
+        picks = rng.integers(0, drawn, args.batch)
         assets = torch.as_tensor([pool[j][0] for j in picks])
-        text_ids = torch.as_tensor([text_index[pool[j][2][rng.integers(len(pool[j][2]))]] for j in picks])
+        text_ids = torch.as_tensor([data.text_index[pool[j][2][rng.integers(len(pool[j][2]))]] for j in picks])
         point_ids = rng.integers(0, surface.shape[1], (args.batch, args.points))
         pts = np.stack([surface[a, point_ids[b], :3] for b, a in enumerate(assets.tolist())]).astype(np.float32)
         pts += rng.normal(size=pts.shape).astype(np.float32) * 0.01
         region, part, has_region, colour, has_colour = [], [], [], [], []
         for b, j in enumerate(picks):
             a, target, _ = pool[j]
-            lab = labels[a][point_ids[b]]
+            lab = data.labels[a][point_ids[b]]
             r = region_labels(target, lab)   # None exactly when the edit names no part
             region.append(np.zeros(args.points, np.float32) if r is None else r)
             part.append(np.zeros(args.points, np.float32) if r is None else part_labels(target, lab))
             has_region.append(r is not None)
             colour.append(target.colour or (0.0, 0.0, 0.0))
             has_colour.append(target.colour is not None)
-        out = model(planes[assets].float(), latents[assets], torch.from_numpy(pts), tokens[text_ids].float(),
-                    masks[text_ids])
+        out = model(data.planes[assets].float(), data.latents[assets], torch.from_numpy(pts),
+                    data.tokens[text_ids].float(), data.masks[text_ids])
         has_region, has_colour = torch.as_tensor(has_region), torch.as_tensor(has_colour)
         kinds = torch.as_tensor([pool[j][1].kind for j in picks])
         loss_region = F.binary_cross_entropy_with_logits(out.region[has_region],
@@ -170,13 +233,7 @@ def run(args: argparse.Namespace) -> int:
         opt.step()
         sched.step()
         log.append((loss_region.item(), loss_part.item(), loss_colour.item(), loss_kind.item()))
-        if step % 100 == 0 or step == args.steps:
+        if step % 100 == 0 or step == steps:
             r, pt, c, k = np.mean(log[-100:], axis=0)
             print(f"step {step} region {r:.4f} part {pt:.4f} colour {c:.4f} kind {k:.4f} ({time.time() - t0:.0f}s)",
                   flush=True)
-    model.eval()
-    save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
-               assets=args.assets, edits=len(pool), instructions=len(texts), lexicon_share=args.lexicon_share,
-               captions=args.captions)
-    print(f"saved {args.out}", flush=True)
-    return 0

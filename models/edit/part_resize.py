@@ -157,9 +157,9 @@ def carried_pieces(points: np.ndarray, piece: np.ndarray, axes: np.ndarray,
     and stand within its footprint (a seat's legs and back; not a car's body, touching four
     wheels, nor a house's walls round its door), as (the group's sample indices, the piece, the
     horizontal axes the group spans, touching the piece all along: scaled with the piece there,
-    moved elsewhere). The
-    procedural world builds a narrower seat with its legs under its corners and its back as
-    wide as it; the seat narrowed alone is a change the autoencoder hardly shows."""
+    moved elsewhere). The procedural world builds a narrower seat with its legs under its
+    corners and its back as wide as it; the seat narrowed alone is a change the autoencoder
+    hardly shows."""
     rest, on_part = np.flatnonzero(piece < 0), np.flatnonzero(piece >= 0)
     if not len(rest) or not len(on_part):
         return []

@@ -16,8 +16,8 @@ Two stages (version 8): 8000 steps on the edits, then `--describe-steps` more wi
 of each asset naming its parts by their colours joining the pool (`grounding_data.part_captions`,
 as the text model's captions do: the only examples naming a house's roof or door), the
 instruction's own reading (summary, colour, kind) kept as the first stage left it.
-`--describe-steps 0` is version 3's recipe; with `--captions` as well, the descriptions are in
-the pool from the start (version 6, not shipped). models/cards/grounding.md.
+`--describe-steps 0` is version 3's recipe. Descriptions in the pool from the start (versions 4
+and 6, not shipped) were `--captions` at commits 5724cfe and eb4b32c. models/cards/grounding.md.
 """
 from __future__ import annotations
 
@@ -65,9 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lexicon-share", type=float, default=0.5,
                    help="share of recolours also asked with a colour name of models/world/colour_names.tsv")
-    p.add_argument("--captions", action="store_true",
-                   help="with --describe-steps 0: descriptions naming parts by their colours in the pool "
-                        "from the start (version 6, not shipped: models/cards/grounding.md)")
     p.add_argument("--describe-steps", type=int, default=1500,
                    help="after --steps, this many more with the descriptions joining the pool, the "
                         "instruction's reading frozen, at --describe-lr (version 8; 0: version 3)")
@@ -91,18 +88,15 @@ def encode_and_decode(ae, surface: np.ndarray, batch: int = 64) -> tuple[torch.T
     return torch.cat(latents), torch.cat(planes)
 
 
-def edit_pool(n_assets: int, seed: int, lexicon_share: float, captions: bool = False):
+def edit_pool(n_assets: int, seed: int, lexicon_share: float):
     """(asset index, GroundingTarget, phrasings) for the EDIT_KINDS_DRAWN edits of each training
     asset, and for `lexicon_share` of the recolours the same edit asked with a random colour name of the
-    lexicon (its own RGB as the target); with `captions`, descriptions of each asset naming its
-    parts by their colours (`part_captions`) among them (version 6's pool)."""
+    lexicon (its own RGB as the target)."""
     lexicon = colour_lexicon() if lexicon_share > 0 else {}
     names = sorted(lexicon)
     pool = []
     for i in range(n_assets):
         spec = sample_asset_spec("train", i)
-        if captions:
-            pool.extend(asset_descriptions(i, seed))
         for k, kind in enumerate(EDIT_KINDS_DRAWN):
             rng = np.random.default_rng([seed, i, k, 0x47524E44])
             pair = sample_edit(spec, rng, "train", "train", kind)
@@ -142,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     labels = [point_labels(sample_asset_spec("train", i), surface[i, :, :3].astype(np.float32))
               for i in range(args.assets)]
     # a second stage's descriptions join after the first stage's pool, whose draws stay as they were
-    pool = edit_pool(args.assets, args.seed, args.lexicon_share, args.captions and not args.describe_steps)
+    pool = edit_pool(args.assets, args.seed, args.lexicon_share)
     first = len(pool)
     if args.describe_steps:
         pool += [d for i in range(args.assets) for d in asset_descriptions(i, args.seed)]
@@ -164,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
                assets=args.assets, edits=first, descriptions=len(pool) - first, instructions=len(texts),
-               lexicon_share=args.lexicon_share, captions=args.captions, describe_steps=args.describe_steps,
+               lexicon_share=args.lexicon_share, describe_steps=args.describe_steps,
                describe_lr=args.describe_lr, init=args.init)
     print(f"saved {args.out}", flush=True)
     return 0

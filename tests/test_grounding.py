@@ -287,6 +287,41 @@ def test_a_removed_pattern_takes_the_least_blurred_end_of_the_parts_colours():
     assert not unpatterned_colour(rgb, marks, np.zeros(4000, np.float32))[0].any()  # no part: nothing painted
 
 
+def test_a_removed_pattern_that_kilns_own_pattern_explains_takes_the_unpainted_side():
+    """Blurred stripes that Kiln's own stripes, at the asset's scale, explain: the part's colour
+    is the end of the spread on the side the stripes leave unpainted, even where the network
+    marks the wrong side as the pattern."""
+    from models.edit.recolour import drawn_pattern, fitted_pattern, unpatterned_colour
+
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-0.5, 0.5, (4000, 3)).astype(np.float32)
+    striped = drawn_pattern("stripes", pts, 1.3)
+    own, bands = np.array(COLOURS["green"], np.float32), np.array(COLOURS["grey"], np.float32)
+    mix = np.where(striped, rng.uniform(0.55, 0.85, 4000), rng.uniform(0.15, 0.45, 4000))[:, None]
+    rgb = ((1 - mix) * own + mix * bands).astype(np.float32)
+    fitted = fitted_pattern(pts, rgb)
+    assert fitted is not None and (fitted == striped).mean() > 0.95
+    part = np.ones(4000, np.float32)
+    misleading = np.where(striped, 0.2, 0.8).astype(np.float32)   # the network marks the green bands
+    assert nearest_colour(unpatterned_colour(rgb, misleading, part, pts)[1][0]) == "green"
+    assert nearest_colour(unpatterned_colour(rgb, misleading, part)[1][0]) == "grey"   # marks alone
+    noise = rng.uniform(0, 1, (4000, 3)).astype(np.float32)
+    assert fitted_pattern(pts, noise) is None   # nothing explains noise
+
+
+def test_a_pattern_the_decoding_barely_shows_leaves_the_parts_own_colour():
+    """Black walls under red dots decoded 91% black: the spread left is the decoder's noise, and
+    the part takes the median of its black points, not the lighter end of that noise."""
+    from models.edit.recolour import unpatterned_colour
+
+    rng = np.random.default_rng(2)
+    black = np.array(COLOURS["black"], np.float32)
+    rgb = np.clip(black + rng.normal(0, 0.02, (4000, 3)), 0, 1).astype(np.float32)
+    rgb[:400] = np.clip(np.array([0.3, 0.25, 0.2]) + rng.normal(0, 0.05, (400, 3)), 0, 1)  # brownish noise
+    share, colour = unpatterned_colour(rgb, rng.uniform(0, 1, 4000), np.ones(4000, np.float32))
+    assert np.abs(colour[0] - black).max() < 0.03, colour
+
+
 def test_captions_name_a_part_by_its_own_colour():
     """The grounding network's descriptions of training assets name a part (never a patterned
     one) with a training colour word, as the text model's captions do: one an accent part (a

@@ -101,6 +101,20 @@ def test_removing_a_handle_empties_it_and_keeps_the_body(editor, autoencoder):
     assert any("does not seem to have the part" in w for w in absent.warnings), absent.warnings
 
 
+def test_marks_the_network_doubts_are_not_cut(editor, autoencoder):
+    """A part marked with a mean probability under `min_sure` is left to the flow model (a
+    cut through doubted marks stops where the unmarked rest of the part begins); a mug's
+    handle is marked surely enough to be cut."""
+    from models.edit.removal import RemovalConfig, marked_part
+
+    _, _, latent = held_out_mug(autoencoder)
+    enc = shared_encoder().encode(["get rid of the handle"])
+    g, cfg = editor.grounded, RemovalConfig()
+    _, _, part = marked_part(g.ae, g.grounding, latent, enc.tokens, enc.mask, cfg, 0, cfg.min_sure)
+    assert 0.002 < part.mean() < 0.2
+    assert marked_part(g.ae, g.grounding, latent, enc.tokens, enc.mask, cfg, 0, min_sure=1.0) is None
+
+
 def test_part_presence_knows_a_mug_has_a_handle_and_no_legs(autoencoder):
     _, _, latent = held_out_mug(autoencoder)
     texts = ["remove the handle", "get rid of the handle", "remove the legs", "remove the spoiler", "without the wheels"]

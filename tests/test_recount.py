@@ -128,6 +128,42 @@ def test_rows_keep_their_ends_and_spread_evenly(before, after):
     assert len(layout.kept) >= 4
 
 
+def test_touching_copies_are_split_and_rows_cut_to_their_ends():
+    """A six-wheeled car: each side's middle wheel sits 0.06 behind its back wheel, so the two read
+    as one piece twice as long and twice as many samples. Split, the car has six wheels in two
+    uneven rows, and four keeps each row's end wheels (no copies, the middle ones dropped)."""
+    wheels = [(x, y, -0.7) for x in (-0.3, 0.3) for y in (-0.5, 0.25, 0.31)]
+    pts, part = with_pieces(wheels)
+    assert part_pieces_joined(pts, part) == 4          # joined before splitting
+    piece = piece_labels(pts, part, CFG)
+    assert piece.max() + 1 == 6
+    layout = recount_layout(pts, piece, 4, CFG)
+    assert layout is not None and layout.kind == "rows" and not layout.copies
+    kept_y = sorted(round(float(pts[piece == i, 1].mean()), 1) for i in layout.kept)
+    assert kept_y == [-0.5, -0.5, 0.3, 0.3], kept_y
+
+
+def part_pieces_joined(pts, part):
+    from models.edit.part_resize import part_pieces
+    return int(part_pieces(pts, part, CFG.link, CFG.min_piece, CFG.min_copy).max()) + 1
+
+
+def test_turned_copies_are_not_split():
+    """A ring's fins point different ways; one marked with twice the samples is still one fin:
+    lengths are compared in each piece's own frame."""
+    rng = np.random.default_rng(3)
+    rest = body()
+    fins = []
+    for k, t in enumerate(np.deg2rad([90, 210, 330])):
+        n = 240 if k == 1 else 120
+        radial, tangential = rng.uniform(0.22, 0.42, n), rng.uniform(-0.01, 0.01, n)
+        fins.append(np.stack([radial * np.cos(t) - tangential * np.sin(t), radial * np.sin(t) + tangential * np.cos(t),
+                              rng.uniform(-0.75, -0.65, n)], 1).astype(np.float32))
+    pts = np.concatenate([rest, *fins])
+    part = np.r_[np.zeros(len(rest), bool), np.ones(len(pts) - len(rest), bool)]
+    assert piece_labels(pts, part, CFG).max() + 1 == 3
+
+
 def test_the_dropped_pieces_and_the_new_cloud():
     pts, part = with_pieces(ring(4))
     rgb = np.tile(np.float32([[0.2, 0.4, 0.6]]), (len(pts), 1))

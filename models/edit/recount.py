@@ -11,9 +11,10 @@ the asked number of them go:
   ring  pieces at one distance from the asset's vertical axis and evenly spaced around it (a
         rocket's fins, a stool's legs): the new ring keeps one piece in place and puts copies
         of it, turned about the axis, at equal angles
-  rows  pieces in two or more rows along one horizontal axis, the same number in each and
-        evenly spaced (a table's legs, a car's wheels): each row keeps its two end pieces and
-        spreads the asked number evenly between them, copies of its nearest piece
+  rows  pieces in two or more rows along one horizontal axis, the same number in each (a
+        table's legs, a car's wheels): each row keeps its two end pieces and spreads the asked
+        number evenly between them, copies of its nearest piece (rows spread so must be evenly
+        spaced already; rows cut to their ends need not be: a six-wheeled car's)
 
 Where both fit (four legs under a square seat), the layout keeping more pieces in place. The
 count is read by the kind reader's count head (`kinds.COUNTS`). Pieces the new layout does not
@@ -49,6 +50,9 @@ class RecountConfig:
     # as PartResizeConfig.min_copy: a rocket's body marked beside its back fin, 76 samples against
     # the fins' 333-452
     min_copy: float = 0.4
+    # a piece this many times the smallest one's samples, and as stretched, is copies touching
+    # (`split_joined`): a six-wheeled car's joined wheels hold 1.9-2.1 times a lone wheel's
+    joined: float = 1.6
     # a ring: the pieces' distances from the axis within this share of their mean, and the
     # angles between neighbours within this share of an even spacing (a car's four wheels sit
     # at one distance from its middle too, at angles 20-25% off even)
@@ -92,8 +96,47 @@ class PieceMove:
 
 
 def piece_labels(points: np.ndarray, part: np.ndarray, cfg: RecountConfig) -> np.ndarray:
-    """(N,) piece of each sample, -1 off the part or on a stray piece (`part_resize.part_pieces`)."""
-    return part_pieces(points, part, cfg.link, cfg.min_piece, cfg.min_copy)
+    """(N,) piece of each sample, -1 off the part or on a stray piece (`part_resize.part_pieces`),
+    with pieces that are copies touching split apart (`split_joined`)."""
+    return split_joined(points, part_pieces(points, part, cfg.link, cfg.min_piece, cfg.min_copy), cfg.joined)
+
+
+def split_joined(points: np.ndarray, piece: np.ndarray, joined: float) -> np.ndarray:
+    """Pieces (N,) with each piece that holds `joined` or more times the smallest piece's samples
+    and is that many times its length along its own longest horizontal direction (and no wider
+    across it) split into that many along that direction, at equal shares of its samples. A
+    repeated part's pieces are copies of one another, and copies closer than the samples'
+    linking distance join: a six-wheeled car's middle and back wheels, 0.04 apart, read as one
+    piece each side, so its six wheels read as four and "four wheels" changed nothing. Lengths
+    are taken in each piece's own frame, so a ring's pieces, turned copies, compare alike."""
+    n = int(piece.max()) + 1 if (piece >= 0).any() else 0
+    if n < 2:
+        return piece
+    sizes = np.bincount(piece[piece >= 0], minlength=n)
+    frames = [footprint(points[piece == i, :2]) for i in range(n)]
+    unit = int(sizes.argmin())
+    out, next_label = piece.copy(), n
+    for i in np.flatnonzero(sizes >= joined * sizes[unit]):
+        copies = int(round(sizes[i] / sizes[unit]))
+        direction, lengths = frames[i]
+        stretch = lengths / np.maximum(frames[unit][1], 1e-6)
+        if stretch[0] < copies - 0.5 or stretch[1] > 1.5:
+            continue
+        sel = np.flatnonzero(piece == i)
+        along = points[sel, :2] @ direction
+        share = np.searchsorted(np.quantile(along, np.arange(1, copies) / copies), along)
+        out[sel[share > 0]] = next_label + share[share > 0] - 1
+        next_label += copies - 1
+    return out
+
+
+def footprint(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points' horizontal coordinates (N, 2) -> (their longest direction (2,), their lengths along
+    it and across it (2,))."""
+    centred = xy - xy.mean(0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0] if len(xy) > 1 else np.array([1.0, 0.0])
+    across = np.array([-direction[1], direction[0]])
+    return direction, np.array([np.ptp(centred @ direction), np.ptp(centred @ across)])
 
 
 def wrapped(angle):
@@ -170,7 +213,10 @@ def rows_layout(centres: np.ndarray, count: int, cfg: RecountConfig) -> Layout |
         places = centres[row, along]
         length = places[-1] - places[0]
         even = np.linspace(places[0], places[-1], len(row))
-        if length <= 0 or np.abs(places - even).max() > cfg.row_gap * length / (len(row) - 1):
+        # rows cut to their two ends need no even spacing (a six-wheeled car's middle wheels sit
+        # near its back ones; four keep the end wheels); rows spread between them do
+        if length <= 0 or (count // len(rows) > 2
+                           and np.abs(places - even).max() > cfg.row_gap * length / (len(row) - 1)):
             return None
         for place in np.linspace(places[0], places[-1], count // len(rows)):
             nearest = row[int(np.abs(places - place).argmin())]

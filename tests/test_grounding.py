@@ -322,6 +322,25 @@ def test_a_pattern_the_decoding_barely_shows_leaves_the_parts_own_colour():
     assert np.abs(colour[0] - black).max() < 0.03, colour
 
 
+def test_whether_a_pattern_is_added_or_removed_takes_both_readers(grounding):
+    """The kind reader alone read "no more stripes" as adding stripes; the grounding network alone
+    "no more checks" as adding checks. Their probabilities averaged, every held-out removal
+    and addition here reads its own way."""
+    from models.edit.kinds import load_kind_reader
+    from models.edit.pipeline import pattern_ways
+    from models.edit.recolour import RecolourConfig, grounded_kinds, kind_probabilities
+
+    removals = ["no more stripes", "no more checks", "no more dots", "clear the body pattern", "take the stripes off"]
+    additions = ["cover the body in red stripes", "i want blue dots on the seat", "add stripes to the shade"]
+    enc = shared_encoder().encode(removals + additions)
+    probabilities = kind_probabilities(grounding, enc.tokens, enc.mask)
+    read = load_kind_reader().read(enc.pooled)
+    kinds = grounded_kinds(probabilities)
+    assert pattern_ways(read, kinds, RecolourConfig.kinds, probabilities) == \
+        ["remove_pattern"] * len(removals) + ["add_pattern"] * len(additions)
+    assert pattern_ways(read, kinds, RecolourConfig.kinds)[0] == "add_pattern"   # the reader alone
+
+
 def test_captions_name_a_part_by_its_own_colour():
     """The grounding network's descriptions of training assets name a part (never a patterned
     one) with a training colour word, as the text model's captions do: one an accent part (a
@@ -405,12 +424,12 @@ def test_bare_part_removals_are_not_read_as_colour_edits(grounding):
     """"remove the legs" names a part, not a pattern: the grounding network's kind head leaves it
     to the removal path. (Left free in its second stage, version 7 read it as a pattern removal,
     and a mug asked to "remove the spoiler" would have been repainted.)"""
-    from models.edit.recolour import grounded_kinds
+    from models.edit.recolour import grounded_kinds, kind_probabilities
 
     parts = ("legs", "spoiler", "handle", "wheels", "back", "armrests", "window", "chimney", "fins", "shade")
     texts = [f"{verb} the {part}" for verb in ("remove", "take off", "delete", "get rid of") for part in parts]
     enc = shared_encoder().encode(texts)
-    kinds = grounded_kinds(grounding, enc.tokens, enc.mask)
+    kinds = grounded_kinds(kind_probabilities(grounding, enc.tokens, enc.mask))
     assert kinds == [None] * len(texts), [(t, k) for t, k in zip(texts, kinds) if k is not None]
     enc = shared_encoder().encode(["remove the stripes", "make the legs red"])
-    assert grounded_kinds(grounding, enc.tokens, enc.mask) == ["remove_pattern", "recolour_part"]
+    assert grounded_kinds(kind_probabilities(grounding, enc.tokens, enc.mask)) == ["remove_pattern", "recolour_part"]

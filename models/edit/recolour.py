@@ -70,13 +70,17 @@ class RecolourConfig:
 
 
 @torch.inference_mode()
-def grounded_kinds(model: PartGrounding, tokens: torch.Tensor, mask: torch.Tensor,
+def kind_probabilities(model: PartGrounding, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, len(GROUNDED_KINDS)): the network's probability of each edit kind per instruction."""
+    return model.read(tokens, mask)[2].softmax(-1)
+
+
+def grounded_kinds(probabilities: torch.Tensor,
                    kinds: tuple[str, ...] = RecolourConfig.kinds) -> list[str | None]:
     """Per instruction, the colour edit kind the grounded path makes of it, or None for the flow
-    model: taken when the network reads the instruction as one of `kinds` with probability above
-    a half (summed over them), as the likeliest of them."""
-    _, _, kind = model.read(tokens, mask)
-    p = kind.softmax(-1)[:, [GROUNDED_KINDS.index(k) for k in kinds]]
+    model: taken when the network reads the instruction (`kind_probabilities`) as one of `kinds`
+    with probability above a half (summed over them), as the likeliest of them."""
+    p = probabilities[:, [GROUNDED_KINDS.index(k) for k in kinds]]
     return [kinds[int(row.argmax())] if float(row.sum()) > 0.5 else None for row in p]
 
 

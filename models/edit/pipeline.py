@@ -340,7 +340,8 @@ class LatentEditor:
                 continue
             if cancel is not None and cancel():
                 raise Cancelled()
-            if g.presence is not None and float(g.presence.probability(latents[i:i + 1], enc.pooled[i:i + 1])) < 0.5:
+            if g.presence is not None and float(g.presence.probability(latents[i:i + 1], enc.pooled[i:i + 1])) < \
+                    g.removal.present:
                 edit.latent, edit.path = latents[i:i + 1].clone(), "grounded_removal"
                 edit.warnings = [*edit.warnings, "the asset does not seem to have the part this instruction names, "
                                                  "so nothing was removed"]

@@ -52,6 +52,8 @@ class RemovalConfig:
     points: int = 8192           # surface samples of the source's decoded field (as a recolour's)
     mc_res: int = 64
     kind_threshold: float = 0.5  # the kind reader's remove_part probability that takes this path
+    # the part presence network's probability below which the asset is said to lack the part
+    present: float = 0.5
     part_threshold: float = 0.5  # grounding's part probability that marks a sample as the part's
     # shares of the samples the part may hold: fewer and no part was found (the flow model edits
     # instead), more and removing it would leave next to nothing

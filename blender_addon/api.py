@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import bpy
 
@@ -24,7 +25,7 @@ from .client import KilnError, protocol
 __all__ = ["KilnError", "generate", "edit", "regenerate", "fit", "import_result", "submit_generate", "submit_edit",
            "submit_regenerate", "submit_fit", "start_backend", "stop_backend", "restart_backend", "backend_status",
            "wait", "configure",
-           "cancel", "jobs", "random_seed"]
+           "cancel", "jobs", "random_seed", "with_colour"]
 
 DEFAULT_TIMEOUT = 900.0
 
@@ -46,6 +47,24 @@ def _resolution(resolution) -> int:
 
 def random_seed() -> int:
     return random.randint(0, 2**31 - 1)
+
+
+# a colour value in an instruction, as the backend reads one (models/edit/colour_value.py)
+_HEX = re.compile(r"#([0-9a-f]{6}|[0-9a-f]{3})(?![0-9a-z])", re.IGNORECASE)
+
+
+def with_colour(instruction: str, rgb) -> str:
+    """The instruction naming the sRGB colour `rgb` (3 floats in [0, 1]) as a hex code: in place of
+    the colour code it already has, else after it ("make the seat" -> "make the seat #d83a1f"),
+    or "make it #d83a1f" when it is empty. The backend paints the code's colour exactly where the
+    latent can show it."""
+    code = "#" + "".join(f"{round(min(max(float(c), 0.0), 1.0) * 255):02x}" for c in rgb[:3])
+    text = instruction.strip()
+    if not text:
+        return f"make it {code}"
+    if _HEX.search(text):
+        return _HEX.sub(code, text, count=1)
+    return f"{text} {code}"
 
 
 # ---------------------------------------------------------------- submit (non-blocking)

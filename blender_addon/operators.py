@@ -328,6 +328,19 @@ class KILN_OT_randomize_seed(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class KILN_OT_insert_colour(bpy.types.Operator):
+    """Write the picked colour into the instruction as a hex code (the edit paints it as it is)"""
+
+    bl_idname = "kiln.insert_colour"
+    bl_label = "Insert Colour"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        s = _settings(context)
+        s.instruction = api.with_colour(s.instruction, s.edit_colour)
+        return {"FINISHED"}
+
+
 class KILN_OT_setup_backend(bpy.types.Operator):
     """Create a Python venv and install Kiln's pinned requirements (torch etc.) in the background"""
 
@@ -469,6 +482,7 @@ classes = (
     KILN_OT_backend_restart,
     KILN_OT_backend_stop,
     KILN_OT_randomize_seed,
+    KILN_OT_insert_colour,
     KILN_OT_setup_backend,
     KILN_OT_setup_cancel,
     KILN_OT_open_log,

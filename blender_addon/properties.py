@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, PointerProperty,
+                       StringProperty)
 
 MODE_ITEMS = (
     ("text", "Text", "Generate from a text prompt"),
@@ -43,6 +44,10 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     strength: FloatProperty(name="Strength", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
                             description="How far the edit moves the asset (0: unchanged, 1: full edit)")
     edit_seed: IntProperty(name="Edit Seed", default=0, min=0, max=MAX_SEED)
+    edit_colour: FloatVectorProperty(name="Colour", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0,
+                                     default=(0.85, 0.23, 0.12),
+                                     description="An exact colour for the instruction: Insert Colour writes it "
+                                                 "as a hex code, which the edit paints as it is")
     remove_floaters: BoolProperty(name="Remove Floaters", default=True, description=FLOATERS_DESCRIPTION)
 
 

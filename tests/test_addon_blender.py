@@ -18,7 +18,7 @@ import pytest
 from tests.addon_env import blender_env, build_zip, run_json, runtime_cmd
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender", "check_addon.py")
-CHECKS = ["register_unregister", "hello", "generate_operator", "generate_from_panel", "bad_requests",
+CHECKS = ["register_unregister", "hello", "generate_operator", "generate_from_panel", "insert_colour", "bad_requests",
           "generate_from_images", "regenerate_in_place", "edit_kiln_object", "export_mesh", "fit_foreign_mesh",
           "edit_foreign_mesh", "cancel_job", "async_ui_mode", "in_place_edge_cases", "backend_killed_mid_job",
           "restart_after_crash", "bad_interpreter", "save_reload", "setup_backend", "extension_install"]

@@ -103,6 +103,43 @@ def test_the_colour_lexicon_holds_no_held_out_colour_word():
     assert all(0.0 <= c <= 1.0 for rgb in lexicon.values() for c in rgb)
 
 
+@pytest.mark.parametrize("text, reading, rgb", [
+    ("make the seat #3a7bd5", "make the seat blue", (0x3a, 0x7b, 0xd5)),
+    ("make it #F00", "make it red", (255, 0, 0)),
+    ("rgb(255, 128, 0) stripes on the body", "orange stripes on the body", (255, 128, 0)),
+    ("paint #123 and #ffffff", "paint black and white", (0x11, 0x22, 0x33)),   # the first value written
+    ("make it rgb(300, 0, 0)", "make it rgb(300, 0, 0)", None),                 # not a colour
+    ("see ticket #12345678", "see ticket #12345678", None),
+    ("make it blue", "make it blue", None),
+])
+def test_colour_values_are_read_by_name_and_painted_as_written(text, reading, rgb):
+    from models.edit.colour_value import colour_value
+
+    value = colour_value(text)
+    assert value.reading == reading
+    assert value.rgb == (None if rgb is None else tuple(c / 255.0 for c in rgb))
+
+
+def test_a_colour_value_paints_that_colour(editor, autoencoder):
+    """"make it #2e8b57" (a sea green between the palette's green and teal) paints the mug that
+    colour, nearer than the palette colour its reading names ("make it green"), and "make the
+    handle #2e8b57" only the handle."""
+    spec, pts, latent = held_out_mug(autoencoder)
+    want = np.array([0x2e, 0x8b, 0x57]) / 255.0
+    whole, warnings = editor.edit_latent(latent, "make it #2e8b57", seed=0)
+    assert not warnings
+    by_value = np.abs(LatentField(autoencoder, whole).rgb(pts[:2048]) - want).mean()
+    by_word = np.abs(LatentField(autoencoder, editor.edit_latent(latent, "make it green", seed=0)[0])
+                     .rgb(pts[:2048]) - want).mean()
+    assert by_value < 0.04 and by_value < by_word - 0.03, (by_value, by_word)
+    labels = point_labels(spec, pts)
+    handle = labels.part == labels.names.index("handle")
+    part, _ = editor.edit_latent(latent, "make the handle #2e8b57", seed=0)
+    after = LatentField(autoencoder, part)
+    assert np.abs(after.rgb(pts[handle]) - want).mean() < 0.1
+    assert np.mean([nearest_colour(c) == "white" for c in after.rgb(pts[~handle])]) > 0.9
+
+
 def test_recolouring_an_asset_with_no_surface_leaves_it_as_it_was(editor, autoencoder, monkeypatch):
     """A latent whose field has no surface in the cube (all outside) has nothing to paint: the
     edit returns it unchanged instead of failing."""

@@ -53,6 +53,7 @@ from .kinds import InstructionKinds, KindReading, load_kind_reader
 from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
+from .colour_value import colour_value
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour, kind_probabilities
 from .recount import RecountConfig, grounded_recount
 from .removal import PartCut, RemovalConfig, grounded_removal
@@ -250,6 +251,8 @@ class LatentEditor:
         """latents (B, 3, C, R, R) -> one Edit per instruction. gate=False ignores a model's change
         gate, grounded=False sends colour edits and removals through the flow model too (both for
         measuring what they add)."""
+        values = [colour_value(text) for text in instructions]
+        instructions = [v.reading for v in values]   # colour values named by words for the models
         edited, weights, enc, warnings = self._flow_edits(latents, instructions, seeds, strength, steps, guidance,
                                                           locality, gate, progress, cancel)
         edits = [Edit(edited[i:i + 1], warnings[i]) for i in range(len(instructions))]
@@ -257,7 +260,7 @@ class LatentEditor:
             source = latents.to(edited.device, torch.float32)
             reader = self.grounded.kind_reader
             read = reader.read(enc.pooled) if reader is not None else None
-            self._recolour_grounded(edits, source, enc, read, weights, seeds, cancel)
+            self._recolour_grounded(edits, source, enc, read, weights, seeds, cancel, [v.rgb for v in values])
             if read is not None:
                 self._remove_grounded(edits, source, enc, read, weights, seeds, cancel)
                 self._resize_grounded(edits, source, enc, read, weights, seeds, cancel)
@@ -300,13 +303,15 @@ class LatentEditor:
 
     @torch.inference_mode()
     def _recolour_grounded(self, edits: list[Edit], latents: torch.Tensor, enc, read: KindReading | None,
-                           weights: torch.Tensor, seeds: list[int], cancel: Callable | None) -> None:
+                           weights: torch.Tensor, seeds: list[int], cancel: Callable | None,
+                           colours: list | None = None) -> None:
         """Edits whose instruction the grounding network reads as a colour edit (a recolour, a
         pattern added or removed) are replaced (in place) by the source repainted where it points
         (models/edit/recolour.py), not the flow's delta: the flow model recolours all or nothing
         (held-out part recolours 0 of 6) and rarely touches patterns. Whether a pattern is added
         or removed, and which pattern is added (stripes, checks, dots), the kind reader says,
-        where there is one."""
+        where there is one. `colours`: per instruction, the colour value it wrote
+        (`colour_value`), painted instead of the network's reading; None where it wrote none."""
         g = self.grounded
         probabilities = kind_probabilities(g.grounding, enc.tokens, enc.mask)
         kinds = grounded_kinds(probabilities, g.cfg.kinds)
@@ -321,7 +326,8 @@ class LatentEditor:
                 raise Cancelled()
             edits[i].latent = grounded_recolour(g.ae, g.grounding, latents[i:i + 1], enc.tokens[i:i + 1],
                                                 enc.mask[i:i + 1], float(weights[i]), g.cfg, seeds[i], kind,
-                                                patterns[i] if kind == "add_pattern" else None)
+                                                patterns[i] if kind == "add_pattern" else None,
+                                                colours[i] if colours else None)
             edits[i].path = GROUNDED_PATHS[kind]
 
     @torch.inference_mode()
@@ -423,7 +429,7 @@ class LatentEditor:
         its surface: `Edit.path`)."""
         if self.grounded is None or not instruction.strip():
             return "flow"
-        enc, g = self.encode([instruction]), self.grounded
+        enc, g = self.encode([colour_value(instruction).reading]), self.grounded
         kind = grounded_kinds(kind_probabilities(g.grounding, enc.tokens, enc.mask), g.cfg.kinds)[0]
         return GROUNDED_PATHS[kind] if kind else "flow"
 

@@ -87,12 +87,13 @@ def grounded_kinds(probabilities: torch.Tensor,
 @torch.inference_mode()
 def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                     mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0,
-                    kind: str = "recolour_all", pattern: str | None = None):
+                    kind: str = "recolour_all", pattern: str | None = None, colour=None):
     """One latent (1, ...) and instruction -> (source cloud (N, 6), repainted cloud (N, 6), share of
     each point's colour the edit sets (N,), before `weight`; the colour painted, (1, 3)): the
     source's decoded surface with its own and with the edit's colours. An added pattern whose
     kind is known (`pattern`, read by the kind reader) is painted as Kiln's own pattern over the
-    part the network marks; otherwise where the network's region says."""
+    part the network marks; otherwise where the network's region says. The colour painted is
+    `colour` (RGB in [0, 1], a value the instruction wrote) where given, else the network's."""
     field, pts, rgb = decoded_surface(ae, latent, cfg.points, cfg.mc_res, seed)
     p = torch.as_tensor(pts, device=latent.device)[None]
     out = model(field.planes, latent[:1], p, tokens, mask)
@@ -105,6 +106,8 @@ def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch
         region = part * snapped_pattern(pattern, pts, part > 0.5, region)
     if kind == "remove_pattern":
         region, painted = unpatterned_colour(rgb, region, torch.sigmoid(out.part[0]).cpu().numpy(), pts)
+    elif colour is not None:
+        painted = np.asarray(colour, np.float32).reshape(1, 3)
     else:
         painted = out.colour[0].cpu().numpy()[None]
     source = np.concatenate([pts, rgb], 1)
@@ -259,13 +262,14 @@ def fitted_pattern(points: np.ndarray, colours: np.ndarray) -> np.ndarray | None
 
 def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                       mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(),
-                      seed: int = 0, kind: str = "recolour_all", pattern: str | None = None) -> torch.Tensor:
+                      seed: int = 0, kind: str = "recolour_all", pattern: str | None = None,
+                      colour=None) -> torch.Tensor:
     """The source latent (1, 3, C, R, R) repainted as the instruction asks (a colour edit of
-    `kind`), its shape kept; a latent with no surface in the cube has nothing to paint and comes
-    back as it was."""
+    `kind`; `colour` a value it wrote, `recolour_clouds`), its shape kept; a latent with no
+    surface in the cube has nothing to paint and comes back as it was."""
     try:
         source, target, region, painted = recolour_clouds(ae, model, latent, tokens, mask, weight, cfg, seed, kind,
-                                                          pattern)
+                                                          pattern, colour)
     except NoSurfaceError:
         return latent.clone()
     blend = weight * region

@@ -132,7 +132,7 @@ def register_unregister():
     expected_root = REPO if args.install == "dev" else os.path.dirname(os.path.realpath(kiln.__file__))
     ops = sorted(n for n in dir(bpy.ops.kiln) if not n.startswith("_"))
     for need in ("generate", "edit", "regenerate", "cancel", "clear_queue", "backend_start", "backend_restart",
-                 "randomize_seed", "setup_backend", "fit", "import_result"):
+                 "randomize_seed", "insert_colour", "setup_backend", "fit", "import_result"):
         assert need in ops, f"bpy.ops.kiln.{need} missing"
     assert kiln.client.backend_root() == expected_root, (kiln.client.backend_root(), expected_root)
     assert bpy.app.version >= (3, 4, 0) and kiln.bl_info["blender"] == (3, 4, 0)
@@ -234,6 +234,21 @@ def generate_from_panel():
     bpy.context.view_layer.objects.active = mushroom
     assert faces[False] > faces[True] > 400, faces
     return {"mushroom": state["mushroom"], "faces_with_and_without_floaters": [faces[False], faces[True]]}
+
+
+def insert_colour():
+    """The panel's colour picker writes its colour into the instruction as a hex code: in place of
+    one already there, after the instruction, or as "make it #..." when it is empty."""
+    s = bpy.context.scene.kiln
+    s.edit_colour = (1.0, 0.5, 0.0)
+    got = []
+    for before in ("", "make the seat #123456", "add stripes to the body"):
+        s.instruction = before
+        assert bpy.ops.kiln.insert_colour() == {"FINISHED"}
+        got.append(s.instruction)
+    assert got == ["make it #ff8000", "make the seat #ff8000", "add stripes to the body #ff8000"], got
+    s.instruction = ""
+    return {"instructions": got}
 
 
 def bad_requests():
@@ -667,8 +682,8 @@ def extension_install():
     return {"module": name, "backend_root": root, "vertices": len(obj.data.vertices)}
 
 
-CHECKS = [register_unregister, hello, generate_operator, generate_from_panel, bad_requests, generate_from_images,
-          regenerate_in_place,
+CHECKS = [register_unregister, hello, generate_operator, generate_from_panel, insert_colour, bad_requests,
+          generate_from_images, regenerate_in_place,
           edit_kiln_object, export_mesh, fit_foreign_mesh, edit_foreign_mesh, cancel_job, async_ui_mode,
           in_place_edge_cases, backend_killed_mid_job, restart_after_crash, bad_interpreter, save_reload, setup_backend,
           extension_install]

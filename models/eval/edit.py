@@ -70,6 +70,7 @@ BBOX_KINDS = ("resize_whole", "resize_axis")
 OOD_INSTRUCTIONS = ("make it a dragon", "make it out of gold", "turn it into a bicycle", "asdfgh qwerty",
                     "play some jazz music", "what is the capital of france")
 TEST_BASE = 2000
+MIN_EXTENT_CELLS = 4   # a resize is measured along the axes whose source extent spans this many grid cells
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,6 +175,10 @@ def judge(pair, probe: Probe, src: LatentField, edit: LatentField, oracle: Laten
         e_src, e_edit = extents(src, grid), extents(edit, grid)
         d = pair.details
         axes = [0, 1, 2] if pair.kind == "resize_whole" else [0 if d["axis"] == "x" else 2]
+        # an extent of a few cells of the grid cannot show a 25% change: a sword's blade 2 cells
+        # thick read 3 after "smaller" (x1.5), and its whole resize 0.2 of the way for 0.91 in height
+        cell = 2.0 / (round(len(grid) ** (1 / 3)) - 1)
+        axes = [a for a in axes if e_src[a] >= MIN_EXTENT_CELLS * cell] or axes
         factor = FACTOR["whole"] ** d["direction"] if pair.kind == "resize_whole" else d["factor"]
         moved = float(np.mean(np.log(np.maximum(e_edit[axes], 1e-3) / np.maximum(e_src[axes], 1e-3))) / np.log(factor))
         row.update(progress=round(moved, 3), success=moved >= 0.5)

@@ -2,6 +2,7 @@
 
     python -m models.eval edit [--per-kind 6] [--per-combo 4] [--chains 8]
     python -m models.eval edit --kinds add_part,change_count --per-kind 16 --pairs-only --json-out X
+    python -m models.eval edit --test-base 5000 --per-kind 12 --pairs-only --json-out X   (other held-out assets)
 
 Pair sets (none seen in training):
   heldout_phrasing  test-stream assets, instructions written with held-out templates
@@ -108,23 +109,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds-weights", default=KINDS_WEIGHTS, help="the instruction kind reader")
     p.add_argument("--no-palette-fallback", action="store_true",
                    help="grounded edits never fall back to the nearest palette colour (RecolourConfig)")
+    p.add_argument("--test-base", type=int, default=TEST_BASE,
+                   help="first test-stream asset of the pair sets (another base: other held-out assets, "
+                        "a check that changes made looking at the default set carry over)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json-out", default=os.path.join(REPO, "models", "cards", "edit_eval.json"))
 
 
-def heldout_keys(per_kind: int, per_combo: int, kinds: tuple[str, ...] = EDIT_KINDS) -> dict[str, list[PairKey]]:
+def heldout_keys(per_kind: int, per_combo: int, kinds: tuple[str, ...] = EDIT_KINDS,
+                 base: int = TEST_BASE) -> dict[str, list[PairKey]]:
     phrasing = []
     for kind in kinds:
         i, got = 0, 0
         while got < per_kind and i < 400:
-            key = PairKey("test", TEST_BASE + 400 * EDIT_KINDS.index(kind) + i, 0, "heldout", kind)
+            key = PairKey("test", base + 400 * EDIT_KINDS.index(kind) + i, 0, "heldout", kind)
             i += 1
             if edit_for(key) is not None:
                 phrasing.append(key)
                 got += 1
     combo = []
     for kind, cat in sorted(c for c in HELDOUT_EDIT_COMBOS if c[0] in kinds):
-        first, i, got = first_index_of(cat, TEST_BASE + 4000), 0, 0
+        first, i, got = first_index_of(cat, base + 4000), 0, 0
         while got < per_combo and i < 200:
             key = PairKey("test", first + len(CATEGORY_NAMES) * i, 0, "train", kind)
             i += 1
@@ -320,7 +325,9 @@ def run(args: argparse.Namespace) -> int:
     kinds = tuple(args.kinds.split(",")) if args.kinds else EDIT_KINDS
     if args.kinds:
         summary["kinds"] = list(kinds)
-    for name, keys in heldout_keys(args.per_kind, args.per_combo, kinds).items():
+    if args.test_base != TEST_BASE:
+        summary["test_base"] = args.test_base
+    for name, keys in heldout_keys(args.per_kind, args.per_combo, kinds, args.test_base).items():
         rows = []
         for key in keys:
             pair = edit_for(key)

@@ -46,6 +46,7 @@ from ..text.encoder import Encoded, SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
+from .colour_value import colour_value
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import GROUNDED_KINDS, PartGrounding, load_grounding
 from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS
@@ -53,7 +54,6 @@ from .kinds import InstructionKinds, KindReading, load_kind_reader
 from .part_resize import PartRescale, PartResizeConfig, grounded_part_resize
 from .presence import DEFAULT_WEIGHTS as PRESENCE_WEIGHTS
 from .presence import PartPresence, load_part_presence
-from .colour_value import colour_value
 from .recolour import GROUNDED_PATHS, RecolourConfig, grounded_kinds, grounded_recolour, kind_probabilities
 from .recount import RecountConfig, grounded_recount
 from .removal import PartCut, RemovalConfig, grounded_removal
@@ -145,9 +145,9 @@ def pattern_ways(read: KindReading, kinds: list[str | None], taken: tuple[str, .
     checks" (0.50 against 0.42); averaged, both are removals. On three evaluation sets (the
     default and two of fresh assets: 36 held-out pattern additions, 36 removals, 12 added to a
     mug) three "no more stripes" read as additions became removals and nothing else turned.
-    (The reader alone was chosen when the
-    network's kind head moved from 0.85 to 0.48 of 40 held-out removals between two trainings
-    that differ only in the count changes' part labels: models/cards/grounding.md.)"""
+    (The reader alone was chosen when the network's kind head moved from 0.85 to 0.48 of 40
+    held-out removals between two trainings that differ only in the count changes' part
+    labels: models/cards/grounding.md.)"""
     both = ("add_pattern", "remove_pattern")
     if not set(both) <= set(taken):
         return kinds

@@ -49,7 +49,7 @@ def random_seed() -> int:
     return random.randint(0, 2**31 - 1)
 
 
-# a colour value in an instruction, as the backend reads one (models/edit/colour_value.py)
+# a colour value in an instruction, as the backend reads one (models/text/colour_value.py)
 _HEX = re.compile(r"#([0-9a-f]{6}|[0-9a-f]{3})(?![0-9a-z])", re.IGNORECASE)
 
 

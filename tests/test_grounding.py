@@ -113,7 +113,7 @@ def test_the_colour_lexicon_holds_no_held_out_colour_word():
     ("make it blue", "make it blue", None),
 ])
 def test_colour_values_are_read_by_name_and_painted_as_written(text, reading, rgb):
-    from models.edit.colour_value import colour_value
+    from models.text.colour_value import colour_value
 
     value = colour_value(text)
     assert value.reading == reading

@@ -35,6 +35,15 @@ def test_out_of_domain_prompt_warns_but_still_generates(text_model, autoencoder)
     assert not ok
 
 
+def test_a_colour_value_in_a_prompt_is_made_as_its_nearest_colour_and_said_so(text_model):
+    """Generation knows the palette's colours: "a #3a7bd5 chair" is made as "a blue chair", with a
+    warning that says how to get the exact colour (an edit paints it)."""
+    valued, warnings = text_model.generate_latent("a #3a7bd5 chair", seed=1)
+    worded, none = text_model.generate_latent("a blue chair", seed=1)
+    assert torch.equal(valued, worded) and not none
+    assert len(warnings) == 1 and "blue" in warnings[0] and "make it #3a7bd5" in warnings[0]
+
+
 def test_batched_generation_matches_single(text_model):
     batch, _ = text_model.generate_latents(["a red chair", "a green tree"], [1, 2])
     single, _ = text_model.generate_latent("a green tree", seed=2)

@@ -40,13 +40,13 @@ import torch.nn.functional as F
 
 from ..checkpoint import WEIGHTS_DIR, load_network
 from ..mesh import Cancelled
+from ..text.colour_value import colour_value
 from ..text.conditioning import TEXT_STAT_KEYS, standardise_text
 from ..text.dit import DiTConfig, LatentDiT
 from ..text.encoder import Encoded, SentenceEncoder, shared_encoder
 from ..text.flow import initial_noise, sample
 from ..triplane.autoencoder import TriplaneAutoencoder
 from ..triplane.loading import load_autoencoder
-from .colour_value import colour_value
 from .grounding import DEFAULT_WEIGHTS as GROUNDING_WEIGHTS
 from .grounding import GROUNDED_KINDS, PartGrounding, load_grounding
 from .kinds import DEFAULT_WEIGHTS as KINDS_WEIGHTS

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from ..checkpoint import WEIGHTS_DIR, load_network
+from ..world.palette import nearest_colour
+from .colour_value import ColourValue, colour_value, hex_code
 from .conditioning import TEXT_STAT_KEYS, standardise_text
 from .dit import DiTConfig, LatentDiT
 from .encoder import SentenceEncoder, shared_encoder
@@ -88,8 +90,9 @@ class TextToAsset:
         """Batched: one latent (B, 3, C, R, R) per prompt/seed pair, and warnings per prompt."""
         if any(not p or not p.strip() for p in prompts):
             raise EmptyPromptError("the prompt is empty: describe the asset, e.g. 'a red chair'")
-        enc = self.encoder.encode(prompts)
-        warnings = [self.prompt_warnings(enc.pooled[i]) for i in range(len(prompts))]
+        values = [colour_value(p) for p in prompts]
+        enc = self.encoder.encode([v.reading for v in values])
+        warnings = [[*value_warning(v), *self.prompt_warnings(enc.pooled[i])] for i, v in enumerate(values)]
         m = self.model
         cfg = m.dit.cfg
         shape = (1, 3, cfg.latent_channels, cfg.latent_res, cfg.latent_res)
@@ -102,6 +105,16 @@ class TextToAsset:
     def generate_latent(self, prompt: str, seed: int = 0, **kw) -> tuple[torch.Tensor, list[str]]:
         latents, warnings = self.generate_latents([prompt], [seed], **kw)
         return latents, warnings[0]
+
+
+def value_warning(value: ColourValue) -> list[str]:
+    """A prompt's colour value is made as the nearest palette colour: say so, and how to get the
+    exact one."""
+    if value.rgb is None:
+        return []
+    word = nearest_colour(np.asarray(value.rgb, np.float32))
+    return [f"colour values are generated as the nearest of the model's colours, here {word}; to paint the exact "
+            f"colour, edit the asset with the value (e.g. 'make it {hex_code(value.rgb)}')"]
 
 
 def nearest_colour_share(colors: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:

@@ -1,10 +1,12 @@
-"""Colours written as values in an instruction: "make the seat #3a7bd5", "rgb(255, 128, 0) stripes".
+"""Colours written as values in an instruction or a prompt: "make the seat #3a7bd5",
+"rgb(255, 128, 0) stripes", "a #3a7bd5 chair".
 
 A pipeline TD or an artist with a colour picker names an exact colour, not a word. The sentence
-encoder cannot read a hex code, so the instruction is read with the value replaced by the name of
-its nearest palette colour ("make the seat blue": which edit, which part) and the value itself is
-painted (`recolour.grounded_recolour`'s `colour`). Values are sRGB, as colour pickers and hex codes
-give them; the palette's colours are compared in the same space.
+encoder cannot read a hex code, so the text is read with the value replaced by the name of its
+nearest palette colour ("make the seat blue": which edit, which part). An edit then paints the
+value itself (`models/edit/recolour.grounded_recolour`'s `colour`); generation knows the
+palette's colours only and makes the nearest, with a warning. Values are sRGB, as colour pickers
+and hex codes give them; the palette's colours are compared in the same space.
 """
 from __future__ import annotations
 
@@ -51,3 +53,8 @@ def colour_value(instruction: str) -> ColourValue:
 
     reading = VALUE.sub(named, instruction)
     return ColourValue(reading, found[0]) if found else ColourValue(instruction)
+
+
+def hex_code(rgb) -> str:
+    """RGB in [0, 1] -> "#rrggbb"."""
+    return "#" + "".join(f"{round(min(max(float(c), 0.0), 1.0) * 255):02x}" for c in rgb[:3])

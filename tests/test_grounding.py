@@ -378,6 +378,17 @@ def test_whether_a_pattern_is_added_or_removed_takes_both_readers(grounding):
     assert pattern_ways(read, kinds, RecolourConfig.kinds)[0] == "add_pattern"   # the reader alone
 
 
+def test_balanced_part_weights_count_a_small_parts_points_more():
+    from models.train.grounding import part_weights
+
+    target = torch.zeros(3, 1000)
+    target[0, :10] = 1      # a window: 1% of the samples
+    target[1, :500] = 1     # half the asset
+    w = part_weights(target, 8.0)
+    assert torch.all(w[0, :10] == 8.0) and torch.all(w[0, 10:] == 1.0)       # sqrt(99) capped at 8
+    assert torch.all(w[1] == 1.0) and torch.all(w[2] == 1.0)                 # balanced, or no part
+
+
 def test_captions_name_a_part_by_its_own_colour():
     """The grounding network's descriptions of training assets name a part (never a patterned
     one) with a training colour word, as the text model's captions do: one an accent part (a

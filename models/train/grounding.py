@@ -12,11 +12,14 @@ survey (models/world/colour_names.tsv, held-out synonyms removed) and that name'
 draws a batch of (asset, edit, phrasing) and 512 of the asset's surface points, jittered by 0.01.
 The planes of 3000 assets take 2.4 GB of memory.
 
-Two stages (version 8): 8000 steps on the edits, then `--describe-steps` more with descriptions
-of each asset naming its parts by their colours joining the pool (`grounding_data.part_captions`,
-as the text model's captions do: the only examples naming a house's roof or door), the
-instruction's own reading (summary, colour, kind) kept as the first stage left it.
-`--describe-steps 0` is version 3's recipe. Descriptions in the pool from the start (versions 4
+Three stages (version 9): 8000 steps on the edits, then `--describe-steps` more with
+descriptions of each asset naming its parts by their colours joining the pool
+(`grounding_data.part_captions`, as the text model's captions do: the only examples naming a
+house's roof or door), the instruction's own reading (summary, colour, kind) kept as the first
+stage left it (version 8), then `--balance-steps` more as the second with each asset's part
+points weighted up by how few they are (`part_weights`: a rocket's window holds 1.4% of its
+samples and was marked a third). `--balance-steps 0` is version 8's recipe, and with
+`--describe-steps 0` too version 3's. Descriptions in the pool from the start (versions 4
 and 6, not shipped) were `--captions` at commits 5724cfe and eb4b32c. models/cards/grounding.md.
 """
 from __future__ import annotations
@@ -69,9 +72,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after --steps, this many more with the descriptions joining the pool, the "
                         "instruction's reading frozen, at --describe-lr (version 8; 0: version 3)")
     p.add_argument("--describe-lr", type=float, default=2e-4)
+    p.add_argument("--balance-steps", type=int, default=1500,
+                   help="after the descriptions, this many more as that stage but with each asset's part "
+                        "points weighted up by sqrt(other points / part points), at most --balance-cap "
+                        "(small parts: a rocket's window holds 1.4%% of its samples)")
+    p.add_argument("--balance-cap", type=float, default=8.0)
     p.add_argument("--init", default=None,
-                   help="start from these weights and take only the --describe-steps (an experiment's "
-                        "shortcut: the first stage's weights are stored in float16)")
+                   help="start from these weights and take only the later stages (--describe-steps, "
+                        "--balance-steps; version 9 was made from version 8's file with --describe-steps 0)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=os.path.join(REPO, "runs", "data"))
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -138,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     # a second stage's descriptions join after the first stage's pool, whose draws stay as they were
     pool = edit_pool(args.assets, args.seed, args.lexicon_share)
     first = len(pool)
-    if args.describe_steps:
+    if args.describe_steps or args.balance_steps:
         pool += [d for i in range(args.assets) for d in asset_descriptions(i, args.seed)]
     texts = sorted({t for _, _, ph in pool for t in ph})
     text_index = {t: j for j, t in enumerate(texts)}
@@ -155,11 +163,15 @@ def run(args: argparse.Namespace) -> int:
     if args.describe_steps:
         train_stage(model, data, len(pool), args.describe_steps, args.describe_lr,
                     np.random.default_rng([args.seed, 0x44455343]), args, t0, flat=True)
+    if args.balance_steps:
+        train_stage(model, data, len(pool), args.balance_steps, args.describe_lr,
+                    np.random.default_rng([args.seed, 0x42414C41]), args, t0, flat=True, balance=args.balance_cap)
     model.eval()
     save_model(model, args.out, model.cfg.to_dict(), half=True, seed=args.seed, steps=args.steps,
                assets=args.assets, edits=first, descriptions=len(pool) - first, instructions=len(texts),
                lexicon_share=args.lexicon_share, describe_steps=args.describe_steps,
-               describe_lr=args.describe_lr, init=args.init)
+               describe_lr=args.describe_lr, balance_steps=args.balance_steps, balance_cap=args.balance_cap,
+               init=args.init)
     print(f"saved {args.out}", flush=True)
     return 0
 
@@ -177,12 +189,14 @@ class TrainingData:
 
 
 def train_stage(model: PartGrounding, data: TrainingData, drawn: int, steps: int, lr: float,
-                rng: np.random.Generator, args: argparse.Namespace, t0: float, flat: bool = False) -> None:
+                rng: np.random.Generator, args: argparse.Namespace, t0: float, flat: bool = False,
+                balance: float = 0.0) -> None:
     """`steps` AdamW steps on batches drawn from the first `drawn` entries of the pool: one cycle
     to `lr` (the first stage), or `flat`, warm weights taken on at `lr` decayed along a cosine,
     with the instruction's own reading (its summary, colour and kind: `prompt`, `heads`) kept as
     it was: the descriptions teach where a part is, and left free the kind head began reading
-    "remove the legs" as a pattern removal."""
+    "remove the legs" as a pattern removal. `balance` > 0: each row's part points weighted by
+    sqrt(its other points / its part points), at most `balance` (`part_weights`)."""
     if flat:
         for module in (model.prompt, model.heads):
             module.requires_grad_(False)
@@ -216,8 +230,9 @@ def train_stage(model: PartGrounding, data: TrainingData, drawn: int, steps: int
         kinds = torch.as_tensor([pool[j][1].kind for j in picks])
         loss_region = F.binary_cross_entropy_with_logits(out.region[has_region],
                                                          torch.as_tensor(np.stack(region))[has_region])
-        loss_part = F.binary_cross_entropy_with_logits(out.part[has_region],
-                                                       torch.as_tensor(np.stack(part))[has_region])
+        part_target = torch.as_tensor(np.stack(part))[has_region]
+        loss_part = F.binary_cross_entropy_with_logits(out.part[has_region], part_target,
+                                                       weight=part_weights(part_target, balance) if balance else None)
         loss_colour = F.mse_loss(out.colour[has_colour], torch.as_tensor(colour, dtype=torch.float32)[has_colour])
         loss_kind = F.cross_entropy(out.kind, kinds)
         loss = loss_region + loss_part + 4.0 * loss_colour + 0.5 * loss_kind
@@ -231,3 +246,12 @@ def train_stage(model: PartGrounding, data: TrainingData, drawn: int, steps: int
             r, pt, c, k = np.mean(log[-100:], axis=0)
             print(f"step {step} region {r:.4f} part {pt:.4f} colour {c:.4f} kind {k:.4f} ({time.time() - t0:.0f}s)",
                   flush=True)
+
+
+def part_weights(target: torch.Tensor, cap: float) -> torch.Tensor:
+    """(B, N) 0/1 part labels -> per-point loss weights: 1, and on each row's part points
+    sqrt(other points / part points) clipped to [1, cap], so a small part's points count more
+    (plain BCE let the network mark a third of a rocket's window)."""
+    pos = target.sum(1, keepdim=True)
+    up = torch.sqrt((target.shape[1] - pos) / pos.clamp(min=1.0)).clamp(1.0, cap)
+    return torch.where(target > 0.5, up.expand_as(target), torch.ones_like(target))

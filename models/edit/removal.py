@@ -63,7 +63,8 @@ class RemovalConfig:
     # to cut it (the flow model edits instead): marks it doubts cover part of a part, and the
     # unmarked rest, counted as kept, stops the cut there. On 28 held-out removals a house's
     # chimney marked at mean 0.57 / 0.64 / 0.66 (progress 0.18 / 0.92 / 0.38; the flow model:
-    # 1.24 / 0.92 / 0.88); every other part at 0.74 or more
+    # 1.24 / 0.92 / 0.88); every other part at 0.74 or more (version 8's marks; the evaluation
+    # figures with version 9 include this threshold)
     min_sure: float = 0.7
 
 

@@ -87,7 +87,8 @@ def grounded_kinds(probabilities: torch.Tensor,
 @torch.inference_mode()
 def recolour_clouds(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                     mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(), seed: int = 0,
-                    kind: str = "recolour_all", pattern: str | None = None, colour=None):
+                    kind: str = "recolour_all", pattern: str | None = None,
+                    colour: tuple[float, float, float] | None = None):
     """One latent (1, ...) and instruction -> (source cloud (N, 6), repainted cloud (N, 6), share of
     each point's colour the edit sets (N,), before `weight`; the colour painted, (1, 3)): the
     source's decoded surface with its own and with the edit's colours. An added pattern whose
@@ -235,8 +236,8 @@ def unpatterned_colour(rgb: np.ndarray, pattern: np.ndarray, part: np.ndarray,
 
 def fitted_pattern(points: np.ndarray, colours: np.ndarray) -> np.ndarray | None:
     """(N,) bool: Kiln's pattern (stripes, checker or dots, `drawn_pattern` at one of
-    PATTERN_SCALES) that best separates the points' colours
-    into two groups, or None where none explains PATTERN_FIT of their variance."""
+    PATTERN_SCALES) that best separates the points' colours into two groups, or None where none
+    explains PATTERN_FIT of their variance."""
     step = max(1, len(points) // PATTERN_FIT_POINTS)
     pts, rgb = points[::step], colours[::step]
     centred = rgb - rgb.mean(0)
@@ -263,7 +264,7 @@ def fitted_pattern(points: np.ndarray, colours: np.ndarray) -> np.ndarray | None
 def grounded_recolour(ae: TriplaneAutoencoder, model: PartGrounding, latent: torch.Tensor, tokens: torch.Tensor,
                       mask: torch.Tensor, weight: float, cfg: RecolourConfig = RecolourConfig(),
                       seed: int = 0, kind: str = "recolour_all", pattern: str | None = None,
-                      colour=None) -> torch.Tensor:
+                      colour: tuple[float, float, float] | None = None) -> torch.Tensor:
     """The source latent (1, 3, C, R, R) repainted as the instruction asks (a colour edit of
     `kind`; `colour` a value it wrote, `recolour_clouds`), its shape kept; a latent with no
     surface in the cube has nothing to paint and comes back as it was."""

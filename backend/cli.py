@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--refine", action="store_true",
                      help="images: optimise the result against the image(s) for a few seconds (GTR-style)")
     gen.add_argument("--refine-steps", type=int, help="images: refinement steps (implies --refine; default 10)")
+    gen.add_argument("--candidates", type=int,
+                     help="text: samples tried, the first in one piece kept (default 4; 1: the seed's own sample)")
 
     edit = _job_parser(sub, "edit", "change an asset with a text instruction")
     src = edit.add_mutually_exclusive_group(required=True)
@@ -106,7 +108,7 @@ def _request_from_args(args: argparse.Namespace) -> dict:
         mode = "images" if args.front or args.back else "text"
         fields.update(mode=mode, prompt=args.prompt, front=args.front, back=args.back, model=args.model,
                       steps=args.steps, guidance=args.guidance, refine=args.refine or args.refine_steps is not None,
-                      refine_steps=args.refine_steps, min_part=args.min_part)
+                      refine_steps=args.refine_steps, candidates=args.candidates, min_part=args.min_part)
         if mode == "text" and args.prompt is None:
             raise ProtocolError("bad_request", "give --prompt TEXT, or --front IMAGE [--back IMAGE]")
     else:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from models.mesh import Cancelled
@@ -163,7 +163,7 @@ def text_batch_key(req: dict) -> tuple | None:
     """Text jobs with equal keys can share one batched sampling pass (None: not batchable)."""
     if req["op"] != "generate" or req["mode"] != "text" or req.get("model") not in (None, "kiln-text"):
         return None
-    return (req.get("model"), req["steps"], req["guidance"])
+    return (req.get("model"), req["steps"], req["guidance"], req.get("candidates"))
 
 
 def run_generate_text(ctx: JobContext, req: dict) -> dict:
@@ -178,6 +178,7 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
     """Sample the latents of several text jobs in one batch, then mesh and write each.
     Returns one outcome per job: its result dict or the exception it ended with; `on_done`
     sees each outcome as soon as that job is finished (so results stream)."""
+    from models.text.candidates import CandidateConfig, generate_whole
     from models.text.pipeline import (
         DEFAULT_GUIDANCE,
         DEFAULT_GUIDANCE_UNTIL,
@@ -219,10 +220,16 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             for i in live:
                 ctxs[i].progress(0.02 + 0.43 * f, "sample", msg)
 
+        candidates = CandidateConfig()
+        if reqs[0].get("candidates") is not None:
+            candidates = replace(candidates, candidates=int(reqs[0]["candidates"]))
+        if reqs[0]["guidance"] is not None:  # a guidance asked for is kept for every candidate
+            candidates = replace(candidates, retry_guidance=None)
         t = time.perf_counter()
-        latents, warnings = gen.generate_latents([reqs[i]["prompt"] for i in live], [reqs[i]["seed"] for i in live],
-                                                 steps=steps, guidance=guidance, progress=progress,
-                                                 cancel=lambda: all(ctxs[i].cancelled() for i in live))
+        chosen = generate_whole(gen, ae, [reqs[i]["prompt"] for i in live], [reqs[i]["seed"] for i in live],
+                                candidates, steps=steps, guidance=guidance, progress=progress,
+                                cancel=lambda: all(ctxs[i].cancelled() for i in live))
+        latents, warnings = chosen.latents, chosen.warnings
         sample_s = round(time.perf_counter() - t, 4)
     except BaseException as exc:  # noqa: BLE001 - every job of the batch ends the same way
         for i in live:
@@ -241,10 +248,15 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
-                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "resolution": req["resolution"],
+                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "candidates": candidates.candidates,
+                    "sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
+                    "sample_guidance": guidance if chosen.sample_guidance[k] is None else chosen.sample_guidance[k],
+                    "samples_tried": chosen.tried[k], "resolution": req["resolution"],
                     "min_part": min_part, "warnings": job_warnings}
             result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
-            finish(i, {**result, "warnings": job_warnings, "batch_size": len(live)})
+            finish(i, {**result, "warnings": job_warnings, "batch_size": len(live),
+                       "sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
+                       "samples_tried": chosen.tried[k]})
         except BaseException as exc:  # noqa: BLE001
             finish(i, exc)
     return outcomes

@@ -77,6 +77,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "guidance": Field((int, float), default=None, min=0.0, max=20.0),
         # images: optimise the reconstruction against the image(s) (None: the pipeline's default steps)
         "refine": Field(bool, default=False), "refine_steps": Field(int, default=None, min=1, max=200),
+        # text: samples tried, the first in one piece kept (None: the pipeline's default)
+        "candidates": Field(int, default=None, min=1, max=16),
         "out": _OUT, "preview": _PREVIEW, "min_part": _MIN_PART,
     },
     "edit": {
@@ -169,6 +171,8 @@ def _check_semantics(req: dict, rid: str | None) -> None:
             raise ProtocolError("bad_request", "image mode needs a 'front' image path", rid)
         if req["refine_steps"] is not None and not req["refine"]:
             raise ProtocolError("bad_request", "'refine_steps' needs 'refine': true", rid)
+        if req["candidates"] is not None and req["mode"] != "text":
+            raise ProtocolError("bad_request", "'candidates' is for text prompts: an image gives one reconstruction", rid)
     if op == "edit":
         if not req["instruction"].strip():
             raise ProtocolError("bad_request", "the instruction is empty: say what to change, e.g. 'make it blue'", rid)

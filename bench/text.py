@@ -1,6 +1,8 @@
 """Warm text -> coloured mesh latency at 128^3, split into text encoding, sampling, decode,
 marching cubes and the floater clean-up the backend applies; cold load time; batched sampling vs
-one at a time; peak memory.
+one at a time; the backend's default of up to 4 candidates (the first in one piece kept) against
+one sample, for a prompt whose first sample is whole and for one whose samples are all in
+pieces (the worst case: every candidate drawn and looked at); peak memory.
 
     .venv/bin/python bench/text.py [--device auto]
 """
@@ -18,12 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import report, timeit  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.mesh import FLOATER_MIN_PART, extract_mesh, remove_small_parts, sdf_grid  # noqa: E402
+from models.text.candidates import CandidateConfig, generate_whole  # noqa: E402
 from models.text.flow import initial_noise, sample  # noqa: E402
 from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToAsset  # noqa: E402
 from models.triplane.inference import LatentField, latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
 PROMPT = "a red chair with a tall back"
+WHOLE_PROMPT = "a green tree"     # seed 0's sample is in one piece: one candidate is looked at
+BROKEN_PROMPT = "a wooden table"  # every sample's legs apart: all four are drawn and looked at
 
 
 def main() -> int:
@@ -58,6 +63,14 @@ def main() -> int:
     out["sample_8_prompts_sequential_s"] = one["median_s"]
     out["sample_8_prompts_batched_s"] = many["median_s"]
     out["batching_speedup"] = round(one["median_s"] / many["median_s"], 2)
+    # candidates: the backend's default against the seed's own sample, same process
+    for name, prompt in (("whole", WHOLE_PROMPT), ("in_pieces", BROKEN_PROMPT)):
+        plain = timeit(lambda: generate_whole(gen, ae, [prompt], [0], CandidateConfig(candidates=1)), 3)
+        four = timeit(lambda: generate_whole(gen, ae, [prompt], [0], CandidateConfig()), 3)
+        tried = generate_whole(gen, ae, [prompt], [0], CandidateConfig()).tried[0]
+        out[f"candidates_{name}"] = {"prompt": prompt, "tried": tried, "one_sample_s": plain["median_s"],
+                                     "four_candidates_s": four["median_s"],
+                                     "ratio": round(four["median_s"] / plain["median_s"], 2)}
     report(out, device)
     return 0
 

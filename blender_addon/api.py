@@ -73,15 +73,17 @@ def with_colour(instruction: str, rgb) -> str:
 def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", back: str = "", seed: int = 0,
                     resolution=None, refine: bool = False, refine_steps: int | None = None, location=None,
                     name: str = "", scene=None, collection=None, select: bool = True,
-                    remove_floaters: bool = True) -> tasks.Job:
+                    remove_floaters: bool = True, candidates: int | None = None) -> tasks.Job:
     """Queue a generate job; the object appears when it is done (see `wait`). Images only:
     `refine` optimises the result against the image(s) for `refine_steps` steps (None: the
-    backend's default). `remove_floaters=False` keeps small parts floating apart from the asset."""
+    backend's default). `remove_floaters=False` keeps small parts floating apart from the asset.
+    Text only: `candidates` samples are tried and the first in one piece kept (None: the
+    backend's default, 4; 1: the seed's own sample)."""
     scene = scene or bpy.context.scene
     if mode == "text":
         if not prompt.strip():
             raise KilnError("bad_request", "the prompt is empty: describe the asset, e.g. 'a red chair'")
-        fields = {"mode": "text", "prompt": prompt.strip()}
+        fields = {"mode": "text", "prompt": prompt.strip(), **_candidate_fields(candidates)}
         label = prompt.strip()
     elif mode == "images":
         front = bpy.path.abspath(front) if front else ""
@@ -114,6 +116,15 @@ def _refine_fields(refine: bool, steps: int | None) -> dict:
     if steps is not None and not limit.min <= int(steps) <= limit.max:
         raise KilnError("bad_request", f"refine steps must be in [{limit.min}, {limit.max}], got {steps}")
     return {"refine": True, "refine_steps": None if steps is None else int(steps)}
+
+
+def _candidate_fields(candidates: int | None) -> dict:
+    if candidates is None:
+        return {}
+    limit = protocol.SCHEMAS["generate"]["candidates"]
+    if not limit.min <= int(candidates) <= limit.max:
+        raise KilnError("bad_request", f"candidates must be in [{limit.min}, {limit.max}], got {candidates}")
+    return {"candidates": int(candidates)}
 
 
 def _floater_fields(remove_floaters: bool) -> dict:

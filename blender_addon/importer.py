@@ -315,6 +315,9 @@ def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:
         p.update(prompt=req.get("prompt") or "", seed=int(req.get("seed") or 0), mode=req.get("mode") or "text",
                  front=req.get("front") or "", back=req.get("back") or "",
                  refine_steps=int(meta.get("refine_steps") or 0))
+        if result.get("sample_seed") is not None:  # text: the seed of the sample kept (models/text/candidates.py)
+            p.update(sample_seed=int(result["sample_seed"]), sample_kept=int(result.get("sample_kept") or 1),
+                     samples_tried=int(result.get("samples_tried") or 1))
         if result.get("outline_iou"):  # images: how well the result fits the worst-matched view's outline
             p["outline_iou"] = float(min(result["outline_iou"].values()))
     elif job.op == "edit":

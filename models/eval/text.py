@@ -19,6 +19,9 @@ asset is the right category *and* one piece.
 Bare nouns ("bare_nouns"): "a table", "a chair", ... (each category's first noun, 8 seeds each):
 category, one piece after the clean-up and both, for prompts that leave everything but the kind
 of object unsaid.
+Samples are drawn as the backend draws them: up to `--candidates` per prompt, the first in one
+piece kept (models/text/candidates.py), so "in one piece" partly measures that selection;
+`--candidates 1` measures the model's own samples.
 Diversity: 8 seeds of an under-specified prompt; a sample counts as distinct when its
 32^3 occupancy IoU with every earlier distinct sample is < 0.85 or its main colour differs.
 """
@@ -41,6 +44,7 @@ from ..mesh import (
     sdf_grid,
 )
 from ..metrics import largest_part_share
+from ..text.candidates import CandidateConfig, generate_whole
 from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
@@ -65,12 +69,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="flow steps (default: the pipeline's)")
     p.add_argument("--guidance-until", type=float, default=None,
                    help="guidance only on the steps starting above this t (default: the pipeline's)")
+    p.add_argument("--candidates", type=int, default=CandidateConfig().candidates,
+                   help="samples tried per prompt, the first in one piece kept (models/text/candidates.py; "
+                        "default: the backend's; 1: the model's own samples)")
+    p.add_argument("--retry-guidance", type=float, default=CandidateConfig().retry_guidance,
+                   help="guidance of the later candidates (default: the backend's; a negative value: the "
+                        "prompt's guidance for every candidate)")
+    p.add_argument("--retry-guidance-from", type=int, default=CandidateConfig().retry_guidance_from,
+                   help="the first candidate drawn at --retry-guidance (0 is the seed's own)")
+    p.add_argument("--test-offset", type=int, default=TEST_OFFSET,
+                   help="first test asset of the prompt sets (another: other held-out prompts, a check that "
+                        "settings chosen on the default sets carry over)")
     p.add_argument("--json-out", default=None)
 
 
-def heldout_sets(n: int) -> dict[str, list[tuple[str, object]]]:
+def heldout_sets(n: int, start: int = TEST_OFFSET) -> dict[str, list[tuple[str, object]]]:
     phrasing, combo = [], []
-    i = TEST_OFFSET
+    i = start
     while len(phrasing) < n or len(combo) < n:
         spec = sample_asset_spec("test", i)
         rng = np.random.default_rng(i)
@@ -106,12 +121,22 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     sampling = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps),
                                   ("guidance_until", args.guidance_until)) if v is not None}
-    summary = {"model": "text", "weights": os.path.relpath(args.weights, REPO), **sampling}
-    for name, items in heldout_sets(args.prompts).items():
+    retry_guidance = None if args.retry_guidance is not None and args.retry_guidance < 0 else args.retry_guidance
+    candidates = CandidateConfig(candidates=args.candidates, retry_guidance=retry_guidance,
+                                 retry_guidance_from=args.retry_guidance_from)
+    summary = {"model": "text", "weights": os.path.relpath(args.weights, REPO), **sampling,
+               "candidates": candidates.candidates, "retry_guidance": candidates.retry_guidance,
+               "retry_guidance_from": candidates.retry_guidance_from}
+    if args.test_offset != TEST_OFFSET:
+        summary["test_offset"] = args.test_offset
+
+    def generated(prompt: str, seed: int):
+        return generate_whole(gen, ae, [prompt], [seed], candidates, **sampling).latents
+
+    for name, items in heldout_sets(args.prompts, args.test_offset).items():
         rows = []
         for k, (prompt, spec) in enumerate(items):
-            latent, _ = gen.generate_latent(prompt, seed=k, **sampling)
-            m = measure(ae, latent, args.resolution)
+            m = measure(ae, generated(prompt, k), args.resolution)
             rows.append((prompt, spec, m, classify(clf, m["grid"][None])[0]))
         whole = [m["part_share_cleaned"] >= 0.98 for _, _, m, _ in rows]
         per_cat, per_cat_whole = {}, {}
@@ -156,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"   {prompt!r:70.70s} -> {cat:8s} {top:7s} (want {spec.category}, {spec.main_colour()})")
     bare = {}
     for name, cat in sorted(CATEGORIES.items()):
-        shown = [measure(ae, gen.generate_latent(f"a {cat.nouns[0]}", seed=s, **sampling)[0], args.resolution)
+        shown = [measure(ae, generated(f"a {cat.nouns[0]}", s), args.resolution)
                  for s in range(args.seeds)]
         named = classify(clf, np.stack([m["grid"] for m in shown]))
         bare[name] = [(c == name, m["part_share_cleaned"] >= 0.98) for c, m in zip(named, shown)]
@@ -170,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     print("bare_nouns", json.dumps(summary["bare_nouns"]))
     div = {}
     for prompt in DIVERSITY_PROMPTS:
-        samples = [measure(ae, gen.generate_latent(prompt, seed=s, **sampling)[0], args.resolution) for s in range(args.seeds)]
+        samples = [measure(ae, generated(prompt, s), args.resolution) for s in range(args.seeds)]
         kept = []
         for s in samples:
             occ = s["grid"][0] < 0
@@ -183,7 +208,6 @@ def run(args: argparse.Namespace) -> int:
     summary["diversity_distinct_of_8"] = div
     t = time.perf_counter()
     for s in range(5):
-        latent, _ = gen.generate_latent("a red chair with a tall back", seed=s)
-        latent_to_mesh(ae, latent, 128)
+        latent_to_mesh(ae, generated("a red chair with a tall back", s), 128)
     summary["warm_text_to_mesh_128_s"] = round((time.perf_counter() - t) / 5, 3)
     return finish(summary, t0, args.json_out)

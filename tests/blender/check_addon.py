@@ -203,6 +203,9 @@ def generate_operator():
     mesh.polygons.foreach_get("use_smooth", smooth)
     assert all(smooth)
     assert obj["kiln_prompt"] == "a red chair with a tall back" and obj["kiln_seed"] == 3
+    # the backend tried up to 4 samples and kept the first in one piece (or the closest)
+    assert 1 <= obj["kiln_sample_kept"] <= obj["kiln_samples_tried"] <= 4
+    assert (obj["kiln_sample_seed"] == 3) == (obj["kiln_sample_kept"] == 1)
     assert obj["kiln_resolution"] == 64 and obj["kiln_model"] == "kiln-text" and obj["kiln_op"] == "generate"
     assert os.path.isfile(obj["kiln_latent"]) and obj["kiln_uid"]
     state["chair"] = obj.name
@@ -261,8 +264,9 @@ def bad_requests():
     e4 = expect_error(lambda: bpy.ops.kiln.generate(mode="images", front=png, resolution="64"), "no object found")
     e5 = expect_error(lambda: kiln.api.submit_generate(mode="images", front=png, refine=True, refine_steps=0),
                       "refine steps")
+    e6 = expect_error(lambda: kiln.api.submit_generate("a red chair", candidates=0), "candidates must be in")
     assert len(bpy.data.objects) == n0 and kiln.api.backend_status()["state"] == "ready"
-    return [e1, e2, e3, e4, e5]
+    return [e1, e2, e3, e4, e5, e6]
 
 
 def _red_disc(x: int, y: int, size: int = 64) -> tuple:

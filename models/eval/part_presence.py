@@ -61,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
         for cat in sorted({s.category for s in specs}):
             rows = [i for i, s in enumerate(specs) if s.category == cat]
             per_cat[cat] = round(float((said[rows] == want[rows]).mean()), 3)
+        # per part noun asked of assets that have it: the removals a miss leaves undone
+        per_noun = {nouns[j]: round(float(said[:, noun_of == j][want[:, noun_of == j]].mean()), 3)
+                    for j in range(len(nouns)) if truth[:, j].sum() >= 3}
         summary[name] = {"questions": int(said.size), "accuracy": round(float((said == want).mean()), 4),
                          "present_said_present": round(float(said[want].mean()), 4),
                          "absent_said_absent": round(float((~said[~want]).mean()), 4),
-                         "per_category_accuracy": per_cat}
+                         "per_category_accuracy": per_cat, "present_said_present_per_noun": per_noun}
         print(name, summary[name], flush=True)
     return finish(summary, t0, args.json_out)

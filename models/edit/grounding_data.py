@@ -17,14 +17,14 @@ import numpy as np
 
 from ..world.asset import Asset, AssetSpec
 from ..world.captions import (
-    COLOURED,
     COLOUR_WORDS,
+    COLOURED,
     HELD_OUT_COLOUR_WORDS,
     PART_CONNECT,
     TEMPLATES,
-    _article,
-    _part_phrase,
-    _pick,
+    choose,
+    part_phrase,
+    with_article,
 )
 from ..world.categories import CATEGORIES
 from ..world.edits import INSTRUCTIONS, EditPair
@@ -96,11 +96,11 @@ def part_captions(spec: AssetSpec, rng: np.random.Generator) -> list[tuple[Groun
         parts = [p for p in plain if (spec.colours[p] != main) == accent]
         if not parts:
             continue
-        part = _pick(rng, parts)
-        desc = _part_phrase(f"{_pick(rng, COLOUR_WORDS[spec.colours[part]][0])} {cat.noun_for(part)}")
-        noun = _pick(rng, cat.nouns)
-        core = _pick(rng, COLOURED["train"]).format(c=_pick(rng, COLOUR_WORDS[main][0]), noun=noun) if accent else noun
-        texts = [t.format(np=_article(core), parts=_pick(rng, PART_CONNECT["train"]).format(desc=desc))
+        part = choose(rng, parts)
+        desc = part_phrase(f"{choose(rng, COLOUR_WORDS[spec.colours[part]][0])} {cat.noun_for(part)}")
+        noun = choose(rng, cat.nouns)
+        core = choose(rng, COLOURED["train"]).format(c=choose(rng, COLOUR_WORDS[main][0]), noun=noun) if accent else noun
+        texts = [t.format(np=with_article(core), parts=choose(rng, PART_CONNECT["train"]).format(desc=desc))
                  for t in TEMPLATES["train"]]
         out.append((GroundingTarget(GROUNDED_KINDS.index("other"), part, COLOURS[spec.colours[part]]), texts))
     return out

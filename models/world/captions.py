@@ -43,16 +43,16 @@ PART_CONNECT = {"train": (" with {desc}", ", with {desc}"), "heldout": (" that h
 COLOURED = {"train": ("{c} {noun}", "{c}-coloured {noun}"), "heldout": ("{noun} coloured {c}", "{noun} in {c}")}
 
 
-def _pick(rng: np.random.Generator, options):
+def choose(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _words(table: dict, key: str, phrasing: str):
+def word_choices(table: dict, key: str, phrasing: str):
     train, held = table[key]
     return train if phrasing == "train" else held + train[:1]
 
 
-def _article(phrase: str) -> str:
+def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
@@ -81,48 +81,48 @@ def caption(spec: AssetSpec, rng: np.random.Generator, phrasing: str = "train", 
     """
     cat = spec.cat
     main = spec.main_colour()
-    noun = _pick(rng, cat.nouns if phrasing == "train" else cat.heldout_nouns + cat.nouns[:1])
-    c = _pick(rng, _words(COLOUR_WORDS, main, phrasing))
-    adjectives = [_pick(rng, _words(SIZE_WORDS, w, phrasing)) for w in size_words(spec)]
-    core = _pick(rng, COLOURED[phrasing]).format(c=c, noun=noun)
+    noun = choose(rng, cat.nouns if phrasing == "train" else cat.heldout_nouns + cat.nouns[:1])
+    c = choose(rng, word_choices(COLOUR_WORDS, main, phrasing))
+    adjectives = [choose(rng, word_choices(SIZE_WORDS, w, phrasing)) for w in size_words(spec)]
+    core = choose(rng, COLOURED[phrasing]).format(c=c, noun=noun)
     if omit > 0:
         keep_colour, keep_size, keep_parts = rng.random(3) >= omit
         core = core if keep_colour else noun
         adjectives = adjectives if keep_size else []
-    np_ = _article(" ".join(adjectives + [core]))
+    np_ = with_article(" ".join(adjectives + [core]))
     if omit > 0 and not keep_parts:
-        return _pick(rng, TEMPLATES[phrasing]).format(np=np_, parts="")
+        return choose(rng, TEMPLATES[phrasing]).format(np=np_, parts="")
     descs = []
     for part in spec.parts():
         colour, pattern = spec.colours[part], spec.patterns.get(part)
         if colour == main and not pattern:
             continue
-        words = [] if colour == main else [_pick(rng, _words(COLOUR_WORDS, colour, phrasing))]
-        desc = _part_phrase(" ".join(words + [cat.noun_for(part)]))
+        words = [] if colour == main else [choose(rng, word_choices(COLOUR_WORDS, colour, phrasing))]
+        desc = part_phrase(" ".join(words + [cat.noun_for(part)]))
         if pattern:
-            sc = _pick(rng, _words(COLOUR_WORDS, pattern[1], phrasing))
-            desc += " with " + _pick(rng, _words(PATTERN_WORDS, pattern[0], phrasing)).format(c=sc)
+            sc = choose(rng, word_choices(COLOUR_WORDS, pattern[1], phrasing))
+            desc += " with " + choose(rng, word_choices(PATTERN_WORDS, pattern[0], phrasing)).format(c=sc)
         descs.append(desc)
     for counted in cat.counts:
         n = cat.count_of(counted, spec.params)
         if rng.random() < 0.5 and n:
             noun = cat.noun_for(counted)
-            descs.append(f"{_number(n)} {noun if n > 1 else noun.rstrip('s')}")
+            descs.append(f"{number_word(n)} {noun if n > 1 else noun.rstrip('s')}")
     for part, param in cat.optional_parts.items():
         if spec.params[param] and rng.random() < 0.5 and not any(cat.noun_for(part) in d for d in descs):
-            descs.append(_part_phrase(cat.noun_for(part)))
+            descs.append(part_phrase(cat.noun_for(part)))
     rng.shuffle(descs)
     parts = ""
     if descs:
         joined = descs[0] if len(descs) == 1 else ", ".join(descs[:-1]) + " and " + descs[-1]
-        parts = _pick(rng, PART_CONNECT[phrasing]).format(desc=joined)
-    return _pick(rng, TEMPLATES[phrasing]).format(np=np_, parts=parts)
+        parts = choose(rng, PART_CONNECT[phrasing]).format(desc=joined)
+    return choose(rng, TEMPLATES[phrasing]).format(np=np_, parts=parts)
 
 
-def _part_phrase(noun_phrase: str) -> str:
+def part_phrase(noun_phrase: str) -> str:
     """'legs' stays plural; a singular part gets its article."""
-    return noun_phrase if noun_phrase.endswith("s") else _article(noun_phrase)
+    return noun_phrase if noun_phrase.endswith("s") else with_article(noun_phrase)
 
 
-def _number(n: int) -> str:
+def number_word(n: int) -> str:
     return ("zero", "one", "two", "three", "four", "five", "six")[n] if n <= 6 else str(n)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .asset import Asset, AssetSpec
-from .captions import COLOUR_WORDS, _number, _pick, _words
+from .captions import COLOUR_WORDS, choose, number_word, word_choices
 from .palette import COLOUR_NAMES, PATTERNS
 from .split import allowed_colour
 
@@ -96,34 +96,34 @@ def _candidates(spec: AssetSpec, rng, split: str):
     out = []
 
     def recolour_all(ph):
-        c = _pick(rng, [c for c in colours if any(spec.colours[p] != c for p in parts)])
+        c = choose(rng, [c for c in colours if any(spec.colours[p] != c for p in parts)])
         after = spec.copy()
         after.colours = {p: c for p in parts}
-        return {"colour": c}, after, {"c": _pick(rng, _words(COLOUR_WORDS, c, ph))}
+        return {"colour": c}, after, {"c": choose(rng, word_choices(COLOUR_WORDS, c, ph))}
 
     def recolour_part(ph):
-        part = _pick(rng, parts)
-        c = _pick(rng, [c for c in colours if c != spec.colours[part]])
+        part = choose(rng, parts)
+        c = choose(rng, [c for c in colours if c != spec.colours[part]])
         after = spec.copy()
         after.colours[part] = c
-        return {"part": part, "colour": c}, after, {"c": _pick(rng, _words(COLOUR_WORDS, c, ph)), "part": cat.noun_for(part)}
+        return {"part": part, "colour": c}, after, {"c": choose(rng, word_choices(COLOUR_WORDS, c, ph)), "part": cat.noun_for(part)}
 
     def resize_whole(ph):
-        d = int(_pick(rng, (1, -1)))
+        d = int(choose(rng, (1, -1)))
         f = FACTOR["whole"] ** d
         return {"direction": d, "factor": f}, _scaled(spec, (f, f, f)), RESIZE_WORDS["whole"][d]
 
     def resize_axis(ph):
-        axis, d = _pick(rng, ("z", "z", "x")), int(_pick(rng, (1, -1)))
+        axis, d = choose(rng, ("z", "z", "x")), int(choose(rng, (1, -1)))
         f = FACTOR["axis"] ** d
         factors = (f, 1, 1) if axis == "x" else (1, 1, f)
         return {"axis": axis, "direction": d, "factor": f}, _scaled(spec, factors), \
-            {"taller": RESIZE_WORDS[axis][d], "noun": _pick(rng, cat.nouns)}
+            {"taller": RESIZE_WORDS[axis][d], "noun": choose(rng, cat.nouns)}
 
     def resize_part(ph):
-        part = _pick(rng, [p for p in cat.part_sizes if p in parts])
+        part = choose(rng, [p for p in cat.part_sizes if p in parts])
         param, up, down = cat.part_sizes[part]
-        d = int(_pick(rng, (1, -1)))
+        d = int(choose(rng, (1, -1)))
         after = spec.copy()
         after.params[param] = spec.params[param] * FACTOR["part"] ** d
         return {"part": part, "param": param, "direction": d}, after, \
@@ -132,7 +132,7 @@ def _candidates(spec: AssetSpec, rng, split: str):
     def add_or_remove(add):
         def build(ph):
             opts = [p for p, prm in cat.optional_parts.items() if bool(spec.params[prm]) != add]
-            part = _pick(rng, opts)
+            part = choose(rng, opts)
             after = spec.copy()
             after.params[cat.optional_parts[part]] = add
             if add:
@@ -146,29 +146,29 @@ def _candidates(spec: AssetSpec, rng, split: str):
         return build
 
     def change_count(ph):
-        counted = _pick(rng, [c for c in cat.counts if cat.count_of(c, spec.params)])
+        counted = choose(rng, [c for c in cat.counts if cat.count_of(c, spec.params)])
         param = cat.counts[counted][0]
         choices = sorted(set(cat.param_by_name[param].choices) - {spec.params[param]} - {0})
-        n = int(_pick(rng, choices))
+        n = int(choose(rng, choices))
         after = spec.copy()
         after.params[param] = n
         for p in after.parts():
             after.colours.setdefault(p, spec.main_colour())
         noun = cat.noun_for(counted)
         return {"part": counted, "count": n, "from": spec.params[param]}, after, \
-            {"n": _number(n), "part": noun if n > 1 else noun.rstrip("s")}
+            {"n": number_word(n), "part": noun if n > 1 else noun.rstrip("s")}
 
     def add_pattern(ph):
-        part = _pick(rng, [p for p in cat.pattern_parts if p in parts and p not in spec.patterns])
-        pattern = _pick(rng, PATTERNS[1:])
-        c = _pick(rng, [c for c in colours if c != spec.colours[part]])
+        part = choose(rng, [p for p in cat.pattern_parts if p in parts and p not in spec.patterns])
+        pattern = choose(rng, PATTERNS[1:])
+        c = choose(rng, [c for c in colours if c != spec.colours[part]])
         after = spec.copy()
         after.patterns[part] = (pattern, c)
-        phrase = PATTERN_PHRASE[pattern][0].format(c=_pick(rng, _words(COLOUR_WORDS, c, ph)))
+        phrase = PATTERN_PHRASE[pattern][0].format(c=choose(rng, word_choices(COLOUR_WORDS, c, ph)))
         return {"part": part, "pattern": pattern, "colour": c}, after, {"part": cat.noun_for(part), "pattern": phrase}
 
     def remove_pattern(ph):
-        part = _pick(rng, list(spec.patterns))
+        part = choose(rng, list(spec.patterns))
         after = spec.copy()
         pattern = after.patterns.pop(part)[0]
         return {"part": part, "pattern": pattern}, after, {"part": cat.noun_for(part), "pname": PATTERN_PHRASE[pattern][1]}
@@ -196,6 +196,6 @@ def sample_edit(spec: AssetSpec, rng: np.random.Generator, split: str = "train",
         details, after, words = build(phrasing)
         if after.to_dict() == spec.to_dict() or not Asset(after).fits():
             continue
-        template = _pick(rng, INSTRUCTIONS[k][phrasing])
+        template = choose(rng, INSTRUCTIONS[k][phrasing])
         return EditPair(k, template.format(**words), spec, after, details, words)
     return None

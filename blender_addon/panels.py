@@ -83,6 +83,8 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "GENERATE"
+        if s.mode == "text":
+            row.prop(s, "tries")
         row = layout.row(align=True)
         row.prop(s, "resolution", text="")
         row.prop(s, "remove_floaters", text="", icon="BRUSH_DATA")

@@ -19,6 +19,10 @@ MAX_SEED = 2**31 - 1
 REFINE_DESCRIPTION = "Optimise the result against the image(s) for a few seconds (GTR-style)"
 FLOATERS_DESCRIPTION = ("Drop small parts that float apart from the generated asset (sampling artefacts); "
                         "edits of your own meshes always keep every part")
+TRIES_DESCRIPTION = ("Samples tried for the prompt: the first in one piece is kept (a sample whose legs or "
+                     "back came apart is replaced). 1: exactly the seed's own sample")
+DEFAULT_TRIES = 4  # models/text/candidates.py CandidateConfig.candidates (no torch in Blender)
+MAX_TRIES = 16     # the protocol's limit (backend/protocol.py)
 DEFAULT_REFINE_STEPS = 10  # models/images/pipeline.py DEFAULT_REFINE_STEPS (no torch in Blender)
 MAX_REFINE_STEPS = 200  # the protocol's limit (backend/protocol.py)
 
@@ -36,6 +40,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
                               description="Optimisation steps: more fit the image(s) closer and take longer")
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
                       description="Picks one of the many assets that fit the prompt")
+    tries: IntProperty(name="Tries", default=DEFAULT_TRIES, min=1, max=MAX_TRIES, description=TRIES_DESCRIPTION)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT",
                              description="Marching-cubes grid of the mesh")
     instruction: StringProperty(name="Instruction", default="",

@@ -223,15 +223,18 @@ def generate_from_panel():
     bpy.context.scene.cursor.location = (0, 0, 0)
     state["mushroom"] = obj.name
     # Remove Floaters (on by default): this prompt and seed leave two small blobs beside the chair
-    assert s.remove_floaters
-    s.prompt, s.seed = "a red chair with a tall back", 0
+    # (its own sample: Tries 1; the panel's default tries 4 samples and keeps the first whole one)
+    assert s.remove_floaters and s.tries == 4
+    s.prompt, s.seed, s.tries = "a red chair with a tall back", 0, 1
     faces = {}
     for flag in (True, False):
         s.remove_floaters = flag
         assert bpy.ops.kiln.generate() == {"FINISHED"}
-        faces[flag] = len(bpy.context.active_object.data.polygons)
-        bpy.data.objects.remove(bpy.context.active_object)
-    s.remove_floaters = True
+        obj = bpy.context.active_object
+        assert obj["kiln_samples_tried"] == 1 and obj["kiln_sample_seed"] == 0
+        faces[flag] = len(obj.data.polygons)
+        bpy.data.objects.remove(obj)
+    s.remove_floaters, s.tries = True, 4
     mushroom = bpy.data.objects[state["mushroom"]]
     mushroom.select_set(True)
     bpy.context.view_layer.objects.active = mushroom

@@ -245,18 +245,17 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
                                       cancel=ctx.cancelled, min_part=min_part)
             job_warnings = warnings[k] + _pieces_warnings(mesh, "; try another seed or a fuller prompt")
+            kept = {"sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
+                    "sample_guidance": guidance if chosen.sample_guidance[k] is None else chosen.sample_guidance[k],
+                    "samples_tried": chosen.tried[k]}
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
-                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "candidates": candidates.candidates,
-                    "sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
-                    "sample_guidance": guidance if chosen.sample_guidance[k] is None else chosen.sample_guidance[k],
-                    "samples_tried": chosen.tried[k], "resolution": req["resolution"],
+                    "guidance_until": DEFAULT_GUIDANCE_UNTIL, "candidates": candidates.candidates, **kept,
+                    "resolution": req["resolution"],
                     "min_part": min_part, "warnings": job_warnings}
             result = _write_outputs(ctx, req, mesh, latents[k:k + 1], meta)
-            finish(i, {**result, "warnings": job_warnings, "batch_size": len(live),
-                       "sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
-                       "samples_tried": chosen.tried[k]})
+            finish(i, {**result, "warnings": job_warnings, "batch_size": len(live), **kept})
         except BaseException as exc:  # noqa: BLE001
             finish(i, exc)
     return outcomes

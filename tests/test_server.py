@@ -235,16 +235,17 @@ def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend)
 
     proc, _ = backend
     prompt = "a red chair with a tall back"
-    for seed in range(4):
+    for seed in range(4):  # each seed's own sample (candidates 1): the clean-up is what is measured
         for rid, extra in ((f"fl-default-{seed}", {}), (f"fl-keep-{seed}", {"min_part": 0}),
                            (f"fl-one-{seed}", {"min_part": 1.0})):
-            proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False, **extra)
+            proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False, candidates=1, **extra)
     results = {}
     for seed in range(4):
         for kind in ("default", "keep", "one"):
             ev = proc.wait_for(f"fl-{kind}-{seed}", timeout=300)
             assert ev["event"] == "result", ev
             results[kind, seed] = ev
+    assert all(r["samples_tried"] == 1 and r["sample_seed"] == seed for (_, seed), r in results.items())
     assert load_latent(results["default", 0]["latent"])[1]["min_part"] == FLOATER_MIN_PART
     assert load_latent(results["keep", 0]["latent"])[1]["min_part"] == 0
     for seed in range(4):
@@ -258,3 +259,20 @@ def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend)
         pieces = [w for w in default["warnings"] if "separate pieces" in w]
         assert default["mesh"]["parts"] >= 1 and len(pieces) == (default["mesh"]["parts"] > 1)
         assert results["one", seed]["mesh"]["parts"] == 1 and results["keep", seed]["mesh"]["parts"] == 0
+
+
+def test_text_results_name_the_sample_kept_of_the_candidates(backend):
+    """A table's samples come apart at every seed: all four candidates are drawn, the one closest
+    to one piece is kept, and the result and the latent's metadata say which (seed, guidance)."""
+    proc, _ = backend
+    proc.send("generate", "cand-table", prompt="a wooden table", seed=0, resolution=64, preview=False)
+    proc.send("generate", "cand-tree", prompt="a green tree", seed=0, resolution=64, preview=False)
+    table, tree = proc.wait_for("cand-table", timeout=300), proc.wait_for("cand-tree", timeout=300)
+    assert table["event"] == "result" and tree["event"] == "result", (table, tree)
+    assert table["samples_tried"] == 4 and 1 <= table["sample_kept"] <= 4
+    assert table["sample_guidance"] == (3.0 if table["sample_kept"] <= 2 else 1.5)
+    assert (table["sample_seed"] == 0) == (table["sample_kept"] == 1)
+    meta = load_latent(table["latent"])[1]
+    assert meta["sample_seed"] == table["sample_seed"] and meta["candidates"] == 4
+    # a sample already in one piece is the seed's own, and no other is drawn
+    assert tree["samples_tried"] == 1 and tree["sample_kept"] == 1 and tree["sample_seed"] == 0

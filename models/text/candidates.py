@@ -3,7 +3,8 @@
 The text model breaks thin parts off or leaves a floater on about three in ten held-out prompts
 (models/cards/text.md, "In one piece"): the legs under a chair's seat, a back hovering above
 it. Every procedural asset is in one piece, so a sample in pieces is a failed sample, not a
-style, and another seed usually is not. The generator tries up to `candidates` seeds per prompt
+style, and another seed often is not (a table's top floats above its legs at every seed: those
+stay in pieces). The generator tries up to `candidates` seeds per prompt
 and keeps the first sample whose largest connected part, after the backend's floater clean-up,
 holds `whole` of its inside on a 64^3 grid; when none does, the one that comes closest. The
 first candidate is the prompt's own seed, so a sample already in one piece is exactly the one

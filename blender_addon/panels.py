@@ -156,8 +156,9 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
                 col.label(text=f"Seed {obj.get('kiln_seed', 0)} · {obj.get('kiln_resolution', '')}³ · "
                                f"{obj.get('kiln_model', '')}")
                 if obj.get("kiln_sample_kept", 1) > 1:
-                    col.label(text=f"Sample {obj['kiln_sample_kept']} of {obj.get('kiln_samples_tried', '')} kept: "
-                                   "the seed's own was in pieces")
+                    # the seed's own sample was in pieces and a later try was kept (models/text/candidates.py)
+                    col.label(text=f"Try {obj['kiln_sample_kept']}/{obj.get('kiln_samples_tried', '')} kept "
+                                   "(fewest pieces)")
             elif obj.get("kiln_front"):
                 col.label(text=f"From {os.path.basename(obj['kiln_front'])}"
                                + (f" + {os.path.basename(obj['kiln_back'])}" if obj.get("kiln_back") else ""))

@@ -1,7 +1,7 @@
 """Batch throughput: one local process vs a Ray pool of 1 and 2 one-thread workers, Ray's overhead
 per job, and the driver's own cost per job (docs/scaling.md builds its model on these figures).
 
-    .venv/bin/python bench/batch.py [--jobs 40] [--resolution 64] [--batch 4]
+    .venv/bin/python bench/batch.py [--jobs 40] [--resolution 64] [--batch 4] [--candidates N]
 
 Each configuration runs the same text jobs through `python -m backend batch ... --json` into a
 fresh folder (a Ray cluster with 2 CPUs is started on 127.0.0.1 for the Ray runs):
@@ -40,11 +40,12 @@ PROMPTS = ["a red chair", "a blue car with four wheels", "a green tree", "a yell
            "a black sword", "an orange house with a chimney", "a purple vase", "a tall rocket", "a brown table"]
 
 
-def write_jobs(path: str, n: int, resolution: int) -> str:
+def write_jobs(path: str, n: int, resolution: int, candidates: int | None = None) -> str:
+    extra = {} if candidates is None else {"candidates": candidates}
     with open(path, "w") as fh:
         for i in range(n):
             fh.write(json.dumps({"op": "generate", "id": f"j{i:03d}", "prompt": PROMPTS[i % len(PROMPTS)], "seed": i,
-                                 "resolution": resolution, "preview": False}) + "\n")
+                                 "resolution": resolution, "preview": False, **extra}) + "\n")
     return path
 
 
@@ -163,12 +164,15 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--resolution", type=int, default=64, choices=(64, 128, 256))
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--candidates", type=int, default=None,
+                   help="samples each text job tries (default: the backend's, 4; 1: one sample, as before 2026-11-28)")
     args = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="kb", dir="/tmp")
-    jobs = write_jobs(os.path.join(tmp, "jobs.jsonl"), args.jobs, args.resolution)
+    jobs = write_jobs(os.path.join(tmp, "jobs.jsonl"), args.jobs, args.resolution, args.candidates)
     with open("/proc/loadavg") as fh:
         load_before = fh.read().split()[:3]
-    out: dict = {"jobs": args.jobs, "resolution": args.resolution, "batch": args.batch, "cpus": os.cpu_count(),
+    out: dict = {"jobs": args.jobs, "resolution": args.resolution, "batch": args.batch, "candidates": args.candidates,
+                 "cpus": os.cpu_count(),
                  "loadavg_before": load_before}
     b = ["--batch", str(args.batch)]
     out["local_1thread"] = run_cli(jobs, os.path.join(tmp, "local"), "--threads", "1", *b)

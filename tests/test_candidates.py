@@ -101,3 +101,18 @@ def test_the_kept_sample_is_reproduced_by_its_own_seed(autoencoder):
     plain, _ = gen.generate_latents([prompt], [0])
     single = generate_whole(gen, autoencoder, [prompt], [0], CandidateConfig(candidates=1))
     assert torch.equal(single.latents, plain) and single.kept == [1]
+
+
+def test_the_addon_offers_the_backends_default_and_limit_of_tries():
+    """The add-on cannot import torch-side code, so it keeps its own copies of the default and the
+    protocol's limit."""
+    import os
+    import re
+
+    from backend.protocol import SCHEMAS
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "blender_addon", "properties.py")
+    with open(path) as fh:
+        text = fh.read()
+    assert int(re.search(r"^DEFAULT_TRIES = (\d+)", text, re.M).group(1)) == CandidateConfig().candidates
+    assert int(re.search(r"^MAX_TRIES = (\d+)", text, re.M).group(1)) == SCHEMAS["generate"]["candidates"].max

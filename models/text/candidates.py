@@ -48,7 +48,7 @@ class Chosen:
     latents: torch.Tensor        # (B, 3, C, R, R): the kept sample per prompt
     warnings: list[list[str]]
     sample_seeds: list[int]      # the seed that made each kept sample
-    whole_shares: list[float]    # its largest part's share of the inside
+    whole_shares: list[float]    # its largest part's share of the inside (nan: not looked at, candidates=1)
     sample_guidance: list[float | None]  # the guidance it was drawn at (None: the caller's)
     kept: list[int]              # which candidate it is (1: the prompt's own seed)
     tried: list[int]             # candidates drawn and looked at per prompt
@@ -81,7 +81,7 @@ def generate_whole(gen, ae: TriplaneAutoencoder, prompts: list[str], seeds: list
         raise ValueError(f"candidates must be at least 1, got {cfg.candidates}")
     latents, warnings = gen.generate_latents(prompts, seeds, progress=progress, cancel=cancel, **sampling)
     n = len(prompts)
-    chosen = Chosen(latents.clone(), warnings, [int(s) for s in seeds], [1.0] * n, [None] * n, [1] * n, [1] * n)
+    chosen = Chosen(latents.clone(), warnings, [int(s) for s in seeds], [float("nan")] * n, [None] * n, [1] * n, [1] * n)
     if cfg.candidates == 1:
         return chosen
     retry = []

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--refine-steps", type=int, help="images: refinement steps (implies --refine; default 10)")
     gen.add_argument("--candidates", type=int,
                      help="text: samples tried, the first in one piece kept (default 4; 1: the seed's own sample)")
+    gen.add_argument("--no-rebuild", dest="rebuild", action="store_false", default=None,
+                     help="text: leave a sample still in pieces as it is (default: rebuilt whole by the image "
+                          "reconstructor from its front and back views)")
 
     edit = _job_parser(sub, "edit", "change an asset with a text instruction")
     src = edit.add_mutually_exclusive_group(required=True)
@@ -108,7 +111,8 @@ def _request_from_args(args: argparse.Namespace) -> dict:
         mode = "images" if args.front or args.back else "text"
         fields.update(mode=mode, prompt=args.prompt, front=args.front, back=args.back, model=args.model,
                       steps=args.steps, guidance=args.guidance, refine=args.refine or args.refine_steps is not None,
-                      refine_steps=args.refine_steps, candidates=args.candidates, min_part=args.min_part)
+                      refine_steps=args.refine_steps, candidates=args.candidates, rebuild=args.rebuild,
+                      min_part=args.min_part)
         if mode == "text" and args.prompt is None:
             raise ProtocolError("bad_request", "give --prompt TEXT, or --front IMAGE [--back IMAGE]")
     else:

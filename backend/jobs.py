@@ -163,7 +163,7 @@ def text_batch_key(req: dict) -> tuple | None:
     """Text jobs with equal keys can share one batched sampling pass (None: not batchable)."""
     if req["op"] != "generate" or req["mode"] != "text" or req.get("model") not in (None, "kiln-text"):
         return None
-    return (req.get("model"), req["steps"], req["guidance"], req.get("candidates"))
+    return (req.get("model"), req["steps"], req["guidance"], req.get("candidates"), req.get("rebuild"))
 
 
 def run_generate_text(ctx: JobContext, req: dict) -> dict:
@@ -225,10 +225,11 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             candidates = replace(candidates, candidates=int(reqs[0]["candidates"]))
         if reqs[0]["guidance"] is not None:  # a guidance asked for is kept for every candidate
             candidates = replace(candidates, retry_guidance=None)
+        rebuild, rebuild_warnings = _text_rebuilder(lead, ae, candidates, reqs[0].get("rebuild") is not False)
         t = time.perf_counter()
         chosen = generate_whole(gen, ae, [reqs[i]["prompt"] for i in live], [reqs[i]["seed"] for i in live],
                                 candidates, steps=steps, guidance=guidance, progress=progress,
-                                cancel=lambda: all(ctxs[i].cancelled() for i in live))
+                                cancel=lambda: all(ctxs[i].cancelled() for i in live), rebuild=rebuild)
         latents, warnings = chosen.latents, chosen.warnings
         sample_s = round(time.perf_counter() - t, 4)
     except BaseException as exc:  # noqa: BLE001 - every job of the batch ends the same way
@@ -244,10 +245,11 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             with ctx.timed("mesh"):
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
                                       cancel=ctx.cancelled, min_part=min_part)
-            job_warnings = warnings[k] + _pieces_warnings(mesh, "; try another seed or a fuller prompt")
+            job_warnings = [*warnings[k], *(rebuild_warnings if chosen.whole_shares[k] < candidates.whole else []),
+                            *_pieces_warnings(mesh, "; try another seed or a fuller prompt")]
             kept = {"sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
                     "sample_guidance": guidance if chosen.sample_guidance[k] is None else chosen.sample_guidance[k],
-                    "samples_tried": chosen.tried[k]}
+                    "samples_tried": chosen.tried[k], "rebuilt": chosen.rebuilt[k]}
             meta = {"op": "generate", "mode": "text", "model": "kiln-text",
                     "model_version": gen.model.meta.get("version"), "autoencoder_config": ae.cfg.to_dict(),
                     "prompt": req["prompt"], "seed": req["seed"], "steps": steps, "guidance": guidance,
@@ -329,6 +331,22 @@ def _back_view_warnings(views: dict) -> list[str]:
         return []
     return [f"the back image's outline does not match the front's (overlap {iou:.2f} after mirroring): is it the "
             "same object seen from behind? Both views were used; the result may mix the two"]
+
+
+def _text_rebuilder(ctx: JobContext, ae, candidates, wanted: bool) -> tuple:
+    """(the rebuild callable `generate_whole` takes or None, warnings for a sample left in pieces).
+    Rebuilding needs the image reconstructor: without its weights text jobs go on without it."""
+    from models.text.rebuild import rebuilder
+
+    if not wanted:
+        return None, []
+    try:
+        with ctx.timed("load_model"):
+            images = ctx.registry.get("images")
+    except JobError as exc:
+        return None, [f"a sample in pieces could not be rebuilt whole: the image reconstructor is unavailable "
+                      f"({exc.message})"]
+    return rebuilder(images, ae, candidates.min_part), []
 
 
 def _pieces_warnings(mesh, hint: str = "") -> list[str]:

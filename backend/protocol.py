@@ -79,6 +79,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "refine": Field(bool, default=False), "refine_steps": Field(int, default=None, min=1, max=200),
         # text: samples tried, the first in one piece kept (None: the pipeline's default)
         "candidates": Field(int, default=None, min=1, max=16),
+        # text: a sample still in pieces rebuilt whole by the image reconstructor (None: on)
+        "rebuild": Field(bool, default=None),
         "out": _OUT, "preview": _PREVIEW, "min_part": _MIN_PART,
     },
     "edit": {
@@ -173,6 +175,8 @@ def _check_semantics(req: dict, rid: str | None) -> None:
             raise ProtocolError("bad_request", "'refine_steps' needs 'refine': true", rid)
         if req["candidates"] is not None and req["mode"] != "text":
             raise ProtocolError("bad_request", "'candidates' is for text prompts: an image gives one reconstruction", rid)
+        if req["rebuild"] is not None and req["mode"] != "text":
+            raise ProtocolError("bad_request", "'rebuild' is for text prompts: an image is reconstructed already", rid)
     if op == "edit":
         if not req["instruction"].strip():
             raise ProtocolError("bad_request", "the instruction is empty: say what to change, e.g. 'make it blue'", rid)

@@ -2,7 +2,9 @@
 marching cubes and the floater clean-up the backend applies; cold load time; batched sampling vs
 one at a time; the backend's default of up to 4 candidates (the first in one piece kept) against
 one sample, for a prompt whose first sample is whole and for one whose samples are all in
-pieces (the worst case: every candidate drawn and looked at); peak memory.
+pieces (the worst case: every candidate drawn and looked at); the rebuild of a sample left in
+pieces (models/text/rebuild.py: two renders and the image reconstructor) and the backend's whole
+default (four candidates, then the rebuild) to a 128^3 mesh; peak memory.
 
     .venv/bin/python bench/text.py [--device auto]
 """
@@ -22,7 +24,9 @@ from models.device import pick_device  # noqa: E402
 from models.mesh import FLOATER_MIN_PART, extract_mesh, remove_small_parts, sdf_grid  # noqa: E402
 from models.text.candidates import CandidateConfig, generate_whole  # noqa: E402
 from models.text.flow import initial_noise, sample  # noqa: E402
+from models.images.pipeline import ImagesToAsset  # noqa: E402
 from models.text.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToAsset  # noqa: E402
+from models.text.rebuild import rebuild_whole, rebuilder  # noqa: E402
 from models.triplane.inference import LatentField, latent_to_mesh  # noqa: E402
 from models.triplane.loading import load_autoencoder  # noqa: E402
 
@@ -71,6 +75,18 @@ def main() -> int:
         out[f"candidates_{name}"] = {"prompt": prompt, "tried": tried, "one_sample_s": plain["median_s"],
                                      "four_candidates_s": four["median_s"],
                                      "ratio": round(four["median_s"] / plain["median_s"], 2)}
+    # the rebuild: alone, after one sample, and the backend's default end to end
+    images = ImagesToAsset.load(ae, device=device)
+    rebuild = rebuilder(images, ae, FLOATER_MIN_PART)
+    broken = generate_whole(gen, ae, [BROKEN_PROMPT], [0], CandidateConfig()).latents
+    out["rebuild_alone"] = timeit(lambda: rebuild_whole(images, ae, broken, FLOATER_MIN_PART), 3)
+    plain = timeit(lambda: generate_whole(gen, ae, [BROKEN_PROMPT], [0], CandidateConfig(candidates=1)), 3)
+    rebuilt = timeit(lambda: generate_whole(gen, ae, [BROKEN_PROMPT], [0], CandidateConfig(), rebuild=rebuild), 3)
+    out["candidates_in_pieces"]["four_candidates_and_rebuild_s"] = rebuilt["median_s"]
+    out["candidates_in_pieces"]["ratio_with_rebuild"] = round(rebuilt["median_s"] / plain["median_s"], 2)
+    out["backend_default_end_to_end_128"] = timeit(lambda: latent_to_mesh(
+        ae, generate_whole(gen, ae, [PROMPT], [0], CandidateConfig(), rebuild=rebuild).latents, 128,
+        min_part=FLOATER_MIN_PART), 3)
     report(out, device)
     return 0
 

@@ -73,17 +73,18 @@ def with_colour(instruction: str, rgb) -> str:
 def submit_generate(prompt: str = "", *, mode: str = "text", front: str = "", back: str = "", seed: int = 0,
                     resolution=None, refine: bool = False, refine_steps: int | None = None, location=None,
                     name: str = "", scene=None, collection=None, select: bool = True,
-                    remove_floaters: bool = True, candidates: int | None = None) -> tasks.Job:
+                    remove_floaters: bool = True, candidates: int | None = None, rebuild: bool = True) -> tasks.Job:
     """Queue a generate job; the object appears when it is done (see `wait`). Images only:
     `refine` optimises the result against the image(s) for `refine_steps` steps (None: the
     backend's default). `remove_floaters=False` keeps small parts floating apart from the asset.
     Text only: `candidates` samples are tried and the first in one piece kept (None: the
-    backend's default, 4; 1: the seed's own sample)."""
+    backend's default, 4; 1: the seed's own sample), and one still in pieces is rebuilt whole from
+    its front and back views unless `rebuild=False`."""
     scene = scene or bpy.context.scene
     if mode == "text":
         if not prompt.strip():
             raise KilnError("bad_request", "the prompt is empty: describe the asset, e.g. 'a red chair'")
-        fields = {"mode": "text", "prompt": prompt.strip(), **_candidate_fields(candidates)}
+        fields = {"mode": "text", "prompt": prompt.strip(), **_candidate_fields(candidates), "rebuild": bool(rebuild)}
         label = prompt.strip()
     elif mode == "images":
         front = bpy.path.abspath(front) if front else ""

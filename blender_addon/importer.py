@@ -317,7 +317,7 @@ def store_metadata(obj, job, result: dict, meta: dict, frame: dict) -> None:
                  refine_steps=int(meta.get("refine_steps") or 0))
         if result.get("sample_seed") is not None:  # text: the seed of the sample kept (models/text/candidates.py)
             p.update(sample_seed=int(result["sample_seed"]), sample_kept=int(result.get("sample_kept") or 1),
-                     samples_tried=int(result.get("samples_tried") or 1))
+                     samples_tried=int(result.get("samples_tried") or 1), rebuilt=int(bool(result.get("rebuilt"))))
         if result.get("outline_iou"):  # images: how well the result fits the worst-matched view's outline
             p["outline_iou"] = float(min(result["outline_iou"].values()))
     elif job.op == "edit":

@@ -12,7 +12,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProp
 from . import api, preferences, setup_backend, tasks
 from .client import KilnError, protocol
 from .properties import (DEFAULT_REFINE_STEPS, DEFAULT_TRIES, FLOATERS_DESCRIPTION, MAX_REFINE_STEPS, MAX_SEED,
-                         MAX_TRIES, MODE_ITEMS, REFINE_DESCRIPTION, RESOLUTION_ITEMS, TRIES_DESCRIPTION)
+                         MAX_TRIES, MODE_ITEMS, REBUILD_DESCRIPTION, REFINE_DESCRIPTION, RESOLUTION_ITEMS,
+                         TRIES_DESCRIPTION)
 
 
 def _poll_fail(cls, message: str) -> bool:
@@ -55,6 +56,7 @@ class KILN_OT_generate(bpy.types.Operator):
     refine_steps: IntProperty(name="Refine Steps", default=DEFAULT_REFINE_STEPS, min=1, max=MAX_REFINE_STEPS)
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED)
     tries: IntProperty(name="Tries", default=DEFAULT_TRIES, min=1, max=MAX_TRIES, description=TRIES_DESCRIPTION)
+    rebuild: BoolProperty(name="Rebuild Pieces", default=True, description=REBUILD_DESCRIPTION)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT")
     remove_floaters: BoolProperty(name="Remove Floaters", default=True, description=FLOATERS_DESCRIPTION)
     location: FloatVectorProperty(name="Location", subtype="TRANSLATION", size=3,
@@ -80,6 +82,7 @@ class KILN_OT_generate(bpy.types.Operator):
         if mode == "text":
             kw["prompt"] = self.prompt if is_set("prompt") else s.prompt
             kw["candidates"] = self.tries if is_set("tries") else s.tries
+            kw["rebuild"] = self.rebuild if is_set("rebuild") else s.rebuild
         else:
             kw["front"] = self.front if is_set("front") else s.front_image
             kw["back"] = self.back if is_set("back") else s.back_image

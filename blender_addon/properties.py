@@ -21,6 +21,8 @@ FLOATERS_DESCRIPTION = ("Drop small parts that float apart from the generated as
                         "edits of your own meshes always keep every part")
 TRIES_DESCRIPTION = ("Samples tried for the prompt: the first in one piece is kept (a sample whose legs or "
                      "back came apart is replaced). 1: exactly the seed's own sample")
+REBUILD_DESCRIPTION = ("When every try is in pieces, rebuild the sample whole with the image model from its "
+                       "front and back views (off: keep the pieces)")
 DEFAULT_TRIES = 4  # models/text/candidates.py CandidateConfig.candidates (no torch in Blender)
 MAX_TRIES = 16     # the protocol's limit (backend/protocol.py)
 DEFAULT_REFINE_STEPS = 10  # models/images/pipeline.py DEFAULT_REFINE_STEPS (no torch in Blender)
@@ -41,6 +43,7 @@ class KILN_PG_settings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0, max=MAX_SEED,
                       description="Picks one of the many assets that fit the prompt")
     tries: IntProperty(name="Tries", default=DEFAULT_TRIES, min=1, max=MAX_TRIES, description=TRIES_DESCRIPTION)
+    rebuild: BoolProperty(name="Rebuild Pieces", default=True, description=REBUILD_DESCRIPTION)
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="DEFAULT",
                              description="Marching-cubes grid of the mesh")
     instruction: StringProperty(name="Instruction", default="",

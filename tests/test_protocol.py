@@ -47,6 +47,8 @@ def test_valid_requests_get_defaults():
     (b'{"op": "generate", "id": "x", "prompt": "a", "min_part": 1.5}', "must be in"),
     (b'{"op": "generate", "id": "x", "prompt": "a", "candidates": 0}', "must be in"),
     (b'{"op": "generate", "id": "x", "mode": "images", "front": "f.png", "candidates": 2}', "for text prompts"),
+    (b'{"op": "generate", "id": "x", "mode": "images", "front": "f.png", "rebuild": false}', "for text prompts"),
+    (b'{"op": "generate", "id": "x", "prompt": "a", "rebuild": "no"}', "must be"),
     (b'{"op": "cancel", "id": "x"}', "target"),
     (b'{"op": "generate", "id": "x", "prompt": "a\\u0000b"}', "NUL"),
 ])

@@ -235,17 +235,19 @@ def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend)
 
     proc, _ = backend
     prompt = "a red chair with a tall back"
-    for seed in range(4):  # each seed's own sample (candidates 1): the clean-up is what is measured
+    for seed in range(4):  # each seed's own sample (candidates 1, not rebuilt): the clean-up is what is measured
         for rid, extra in ((f"fl-default-{seed}", {}), (f"fl-keep-{seed}", {"min_part": 0}),
                            (f"fl-one-{seed}", {"min_part": 1.0})):
-            proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False, candidates=1, **extra)
+            proc.send("generate", rid, prompt=prompt, seed=seed, resolution=64, preview=False, candidates=1,
+                      rebuild=False, **extra)
     results = {}
     for seed in range(4):
         for kind in ("default", "keep", "one"):
             ev = proc.wait_for(f"fl-{kind}-{seed}", timeout=300)
             assert ev["event"] == "result", ev
             results[kind, seed] = ev
-    assert all(r["samples_tried"] == 1 and r["sample_seed"] == seed for (_, seed), r in results.items())
+    assert all(r["samples_tried"] == 1 and r["sample_seed"] == seed and not r["rebuilt"]
+               for (_, seed), r in results.items())
     assert load_latent(results["default", 0]["latent"])[1]["min_part"] == FLOATER_MIN_PART
     assert load_latent(results["keep", 0]["latent"])[1]["min_part"] == 0
     for seed in range(4):
@@ -263,7 +265,8 @@ def test_floaters_are_dropped_from_generated_assets_unless_asked_not_to(backend)
 
 def test_text_results_name_the_sample_kept_of_the_candidates(backend):
     """A table's samples come apart at every seed: all four candidates are drawn, the one closest
-    to one piece is kept, and the result and the latent's metadata say which (seed, guidance)."""
+    to one piece is kept and rebuilt whole, and the result and the latent's metadata say which
+    (seed, guidance) and that it was rebuilt."""
     proc, _ = backend
     proc.send("generate", "cand-table", prompt="a wooden table", seed=0, resolution=64, preview=False)
     proc.send("generate", "cand-tree", prompt="a green tree", seed=0, resolution=64, preview=False)
@@ -274,5 +277,8 @@ def test_text_results_name_the_sample_kept_of_the_candidates(backend):
     assert (table["sample_seed"] == 0) == (table["sample_kept"] == 1)
     meta = load_latent(table["latent"])[1]
     assert meta["sample_seed"] == table["sample_seed"] and meta["candidates"] == 4
+    assert table["rebuilt"] and meta["rebuilt"] and table["mesh"]["parts"] == 1
+    assert not [w for w in table["warnings"] if "pieces" in w], table["warnings"]
+    assert not tree["rebuilt"]
     # a sample already in one piece is the seed's own, and no other is drawn
     assert tree["samples_tried"] == 1 and tree["sample_kept"] == 1 and tree["sample_seed"] == 0

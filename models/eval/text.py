@@ -44,8 +44,10 @@ from ..mesh import (
     sdf_grid,
 )
 from ..metrics import largest_part_share
+from ..images.pipeline import ImagesToAsset
 from ..text.candidates import CandidateConfig, generate_whole
 from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
+from ..text.rebuild import rebuilder
 from ..triplane.inference import LatentField, latent_to_mesh
 from ..triplane.loading import load_autoencoder
 from ..world.asset import sample_asset_spec
@@ -77,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prompt's guidance for every candidate)")
     p.add_argument("--retry-guidance-from", type=int, default=CandidateConfig().retry_guidance_from,
                    help="the first candidate drawn at --retry-guidance (0 is the seed's own)")
+    p.add_argument("--rebuild", action=argparse.BooleanOptionalAction, default=True,
+                   help="rebuild a kept sample still in pieces with the image reconstructor (models/text/rebuild.py; "
+                        "default: on, as the backend)")
     p.add_argument("--test-offset", type=int, default=TEST_OFFSET,
                    help="first test asset of the prompt sets (another: other held-out prompts, a check that "
                         "settings chosen on the default sets carry over)")
@@ -130,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     if args.test_offset != TEST_OFFSET:
         summary["test_offset"] = args.test_offset
 
+    rebuild = rebuilder(ImagesToAsset.load(ae, device=device), ae, candidates.min_part) if args.rebuild else None
+    summary["rebuild"] = bool(args.rebuild)
+
     def generated(prompt: str, seed: int):
-        return generate_whole(gen, ae, [prompt], [seed], candidates, **sampling).latents
+        return generate_whole(gen, ae, [prompt], [seed], candidates, rebuild=rebuild, **sampling).latents
 
     for name, items in heldout_sets(args.prompts, args.test_offset).items():
         rows = []

@@ -52,6 +52,7 @@ class Chosen:
     sample_guidance: list[float | None]  # the guidance it was drawn at (None: the caller's)
     kept: list[int]              # which candidate it is (1: the prompt's own seed)
     tried: list[int]             # candidates drawn and looked at per prompt
+    rebuilt: list[bool]          # the kept sample was in pieces and rebuilt whole (`rebuild`)
 
 
 def candidate_seed(seed: int, k: int) -> int:
@@ -72,17 +73,19 @@ def whole_share(ae: TriplaneAutoencoder, latent: torch.Tensor, cfg: CandidateCon
 @torch.inference_mode()
 def generate_whole(gen, ae: TriplaneAutoencoder, prompts: list[str], seeds: list[int],
                    cfg: CandidateConfig = CandidateConfig(), progress: Callable | None = None,
-                   cancel: Callable | None = None, **sampling) -> Chosen:
+                   cancel: Callable | None = None, rebuild: Callable | None = None, **sampling) -> Chosen:
     """`gen.generate_latents` (a TextToAsset) for each prompt and seed, keeping per prompt the first
     of up to `cfg.candidates` samples in one piece (module docstring). All prompts' first samples
     are drawn in one batch, then all the further candidates of the prompts still in pieces in
-    a second."""
+    a second. With `rebuild` (latent (1, ...), seed -> latent or None; `text.rebuild`), a kept
+    sample still in pieces is rebuilt, and the rebuilt one kept when it is more whole."""
     if cfg.candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {cfg.candidates}")
     latents, warnings = gen.generate_latents(prompts, seeds, progress=progress, cancel=cancel, **sampling)
     n = len(prompts)
-    chosen = Chosen(latents.clone(), warnings, [int(s) for s in seeds], [float("nan")] * n, [None] * n, [1] * n, [1] * n)
-    if cfg.candidates == 1:
+    chosen = Chosen(latents.clone(), warnings, [int(s) for s in seeds], [float("nan")] * n, [None] * n, [1] * n,
+                    [1] * n, [False] * n)
+    if cfg.candidates == 1 and rebuild is None:
         return chosen
     retry = []
     for i in range(n):
@@ -90,8 +93,18 @@ def generate_whole(gen, ae: TriplaneAutoencoder, prompts: list[str], seeds: list
         chosen.whole_shares[i] = whole_share(ae, latents[i:i + 1], cfg)
         if chosen.whole_shares[i] < cfg.whole:
             retry.append(i)
-    if not retry:
-        return chosen
+    if retry and cfg.candidates > 1:
+        _try_more(gen, ae, prompts, seeds, cfg, retry, chosen, progress, cancel, sampling)
+    if rebuild is not None:
+        _rebuild_pieces(ae, cfg, chosen, rebuild, progress, cancel)
+    return chosen
+
+
+def _try_more(gen, ae, prompts, seeds, cfg: CandidateConfig, retry: list[int], chosen: Chosen,
+              progress: Callable | None, cancel: Callable | None, sampling: dict) -> None:
+    """Draw the further candidates of the prompts `retry` (in pieces) and keep, per prompt, the
+    first in one piece or the most whole."""
+    latents = chosen.latents
     more = cfg.candidates - 1
     if progress is not None:
         progress(1.0, f"{len(retry)} sample(s) in pieces: drawing {more} more of each")
@@ -117,7 +130,24 @@ def generate_whole(gen, ae: TriplaneAutoencoder, prompts: list[str], seeds: list
                 chosen.kept[i] = k + 1
             if share >= cfg.whole:
                 break
-    return chosen
+
+
+def _rebuild_pieces(ae, cfg: CandidateConfig, chosen: Chosen, rebuild: Callable, progress: Callable | None,
+                    cancel: Callable | None) -> None:
+    """Rebuild each kept sample still in pieces; keep the rebuilt one when it is more whole."""
+    pieces = [i for i, share in enumerate(chosen.whole_shares) if share < cfg.whole]
+    if pieces and progress is not None:
+        progress(1.0, f"{len(pieces)} sample(s) still in pieces: rebuilding them from their front and back views")
+    for i in pieces:
+        _check(cancel)
+        rebuilt = rebuild(chosen.latents[i:i + 1], chosen.sample_seeds[i])
+        if rebuilt is None:
+            continue
+        share = whole_share(ae, rebuilt, cfg)
+        if share > chosen.whole_shares[i]:
+            chosen.latents[i] = rebuilt[0].to(chosen.latents.device)
+            chosen.whole_shares[i] = share
+            chosen.rebuilt[i] = True
 
 
 def _retry_groups(cfg: CandidateConfig, more: int, sampling: dict) -> list[tuple[list[int], dict]]:

@@ -223,17 +223,24 @@ def generate_from_panel():
     bpy.context.scene.cursor.location = (0, 0, 0)
     state["mushroom"] = obj.name
     # Remove Floaters (on by default): this prompt and seed leave two small blobs beside the chair
-    # (its own sample: Tries 1; the panel's default tries 4 samples and keeps the first whole one)
-    assert s.remove_floaters and s.tries == 4
-    s.prompt, s.seed, s.tries = "a red chair with a tall back", 0, 1
+    # (its own sample: Tries 1, Rebuild Pieces off; the panel's default tries 4 samples, keeps the
+    # first whole one and rebuilds one still in pieces)
+    assert s.remove_floaters and s.tries == 4 and s.rebuild
+    s.prompt, s.seed, s.tries, s.rebuild = "a red chair with a tall back", 0, 1, False
     faces = {}
     for flag in (True, False):
         s.remove_floaters = flag
         assert bpy.ops.kiln.generate() == {"FINISHED"}
         obj = bpy.context.active_object
-        assert obj["kiln_samples_tried"] == 1 and obj["kiln_sample_seed"] == 0
+        assert obj["kiln_samples_tried"] == 1 and obj["kiln_sample_seed"] == 0 and not obj["kiln_rebuilt"]
         faces[flag] = len(obj.data.polygons)
         bpy.data.objects.remove(obj)
+    # with Rebuild Pieces (on by default) the same sample, in pieces, comes back whole
+    s.rebuild = True
+    assert bpy.ops.kiln.generate() == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj["kiln_rebuilt"] and obj["kiln_samples_tried"] == 1
+    bpy.data.objects.remove(obj)
     s.remove_floaters, s.tries = True, 4
     mushroom = bpy.data.objects[state["mushroom"]]
     mushroom.select_set(True)

@@ -337,9 +337,17 @@ def test_ray_batch_with_a_killed_worker_completes_every_job_exactly_once(tmp_pat
     local_out = str(tmp_path / "local")
     assert run_batch(write_jobs(tmp_path / "local.jsonl", local_jobs), local_out, worker=worker)[0] == 0
     for job in local_jobs:
-        a = load_latent(os.path.join(out, job["id"], "latent.safetensors"))[0].numpy()
-        b = load_latent(os.path.join(local_out, job["id"], "latent.safetensors"))[0].numpy()
-        assert np.allclose(a, b, atol=1e-4), np.abs(a - b).max()
+        (a, meta_a), (b, meta_b) = (load_latent(os.path.join(root, job["id"], "latent.safetensors"))
+                                    for root in (out, local_out))
+        a, b = a.numpy(), b.numpy()
+        assert meta_a["sample_seed"] == meta_b["sample_seed"] and meta_a["rebuilt"] == meta_b["rebuilt"]
+        if not meta_a["rebuilt"]:
+            assert np.allclose(a, b, atol=1e-4), np.abs(a - b).max()
+        else:
+            # a rebuilt sample is moved into place by a delta encoded from surface samples of its
+            # marching-cubes mesh; one thread (Ray's workers) against two rounds differently, which
+            # can move a few of those samples to another triangle: the same asset to a few hundredths
+            assert np.abs(a - b).max() < 0.1 and np.abs(a - b).mean() < 5e-3, np.abs(a - b).max()
 
     # a re-run does no work for the finished jobs: only the poisoned one is tried again
     latents = {j["id"]: os.stat(os.path.join(out, j["id"], "latent.safetensors")).st_mtime_ns

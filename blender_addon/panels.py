@@ -85,10 +85,11 @@ class KILN_PT_main(_KilnPanel, bpy.types.Panel):
         row.operator("kiln.randomize_seed", text="", icon="FILE_REFRESH").target = "GENERATE"
         if s.mode == "text":
             row.prop(s, "tries")
-            row.prop(s, "rebuild", text="", icon="MOD_BUILD")
         row = layout.row(align=True)
         row.prop(s, "resolution", text="")
         row.prop(s, "remove_floaters", text="", icon="BRUSH_DATA")
+        if s.mode == "text":
+            row.prop(s, "rebuild", text="", icon="MOD_BUILD")
         row = layout.row()
         row.scale_y = 1.5
         row.enabled = bool(s.prompt.strip()) if s.mode == "text" else bool(s.front_image)
@@ -162,7 +163,7 @@ class KILN_PT_edit(_KilnPanel, bpy.types.Panel):
                                    "(fewest pieces)")
                 if obj.get("kiln_rebuilt"):
                     # every try was in pieces: rebuilt whole by the image model (models/text/rebuild.py)
-                    col.label(text="Rebuilt whole from its front and back views")
+                    col.label(text="Rebuilt whole from its views")
             elif obj.get("kiln_front"):
                 col.label(text=f"From {os.path.basename(obj['kiln_front'])}"
                                + (f" + {os.path.basename(obj['kiln_back'])}" if obj.get("kiln_back") else ""))

@@ -1,7 +1,7 @@
 """Batch throughput: one local process vs a Ray pool of 1 and 2 one-thread workers, Ray's overhead
 per job, and the driver's own cost per job (docs/scaling.md builds its model on these figures).
 
-    .venv/bin/python bench/batch.py [--jobs 40] [--resolution 64] [--batch 4] [--candidates N]
+    .venv/bin/python bench/batch.py [--jobs 40] [--resolution 64] [--batch 4] [--candidates N] [--no-rebuild]
 
 Each configuration runs the same text jobs through `python -m backend batch ... --json` into a
 fresh folder (a Ray cluster with 2 CPUs is started on 127.0.0.1 for the Ray runs):
@@ -40,8 +40,8 @@ PROMPTS = ["a red chair", "a blue car with four wheels", "a green tree", "a yell
            "a black sword", "an orange house with a chimney", "a purple vase", "a tall rocket", "a brown table"]
 
 
-def write_jobs(path: str, n: int, resolution: int, candidates: int | None = None) -> str:
-    extra = {} if candidates is None else {"candidates": candidates}
+def write_jobs(path: str, n: int, resolution: int, candidates: int | None = None, rebuild: bool = True) -> str:
+    extra = {**({} if candidates is None else {"candidates": candidates}), **({} if rebuild else {"rebuild": False})}
     with open(path, "w") as fh:
         for i in range(n):
             fh.write(json.dumps({"op": "generate", "id": f"j{i:03d}", "prompt": PROMPTS[i % len(PROMPTS)], "seed": i,
@@ -166,13 +166,15 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--candidates", type=int, default=None,
                    help="samples each text job tries (default: the backend's, 4; 1: one sample, as before 2026-11-28)")
+    p.add_argument("--no-rebuild", dest="rebuild", action="store_false",
+                   help="leave samples in pieces as they are (the backend rebuilds them by default since 2026-11-28)")
     args = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="kb", dir="/tmp")
-    jobs = write_jobs(os.path.join(tmp, "jobs.jsonl"), args.jobs, args.resolution, args.candidates)
+    jobs = write_jobs(os.path.join(tmp, "jobs.jsonl"), args.jobs, args.resolution, args.candidates, args.rebuild)
     with open("/proc/loadavg") as fh:
         load_before = fh.read().split()[:3]
     out: dict = {"jobs": args.jobs, "resolution": args.resolution, "batch": args.batch, "candidates": args.candidates,
-                 "cpus": os.cpu_count(),
+                 "rebuild": args.rebuild, "cpus": os.cpu_count(),
                  "loadavg_before": load_before}
     b = ["--batch", str(args.batch)]
     out["local_1thread"] = run_cli(jobs, os.path.join(tmp, "local"), "--threads", "1", *b)

@@ -20,8 +20,9 @@ Bare nouns ("bare_nouns"): "a table", "a chair", ... (each category's first noun
 category, one piece after the clean-up and both, for prompts that leave everything but the kind
 of object unsaid.
 Samples are drawn as the backend draws them: up to `--candidates` per prompt, the first in one
-piece kept (models/text/candidates.py), so "in one piece" partly measures that selection;
-`--candidates 1` measures the model's own samples.
+piece kept (models/text/candidates.py), and one still in pieces rebuilt whole by the image
+reconstructor (models/text/rebuild.py), so "in one piece" partly measures that selection and
+repair; `--candidates 1 --no-rebuild` measures the model's own samples.
 Diversity: 8 seeds of an under-specified prompt; a sample counts as distinct when its
 32^3 occupancy IoU with every earlier distinct sample is < 0.85 or its main colour differs.
 """
@@ -36,6 +37,7 @@ import numpy as np
 
 from ..classifier import classify, load_classifier, sdf_features
 from ..device import pick_device
+from ..images.pipeline import ImagesToAsset
 from ..mesh import (
     FLOATER_MIN_PART,
     MeshExtractionError,
@@ -44,7 +46,6 @@ from ..mesh import (
     sdf_grid,
 )
 from ..metrics import largest_part_share
-from ..images.pipeline import ImagesToAsset
 from ..text.candidates import CandidateConfig, generate_whole
 from ..text.pipeline import DEFAULT_WEIGHTS, TextToAsset, nearest_colour_share
 from ..text.rebuild import rebuilder

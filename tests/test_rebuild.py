@@ -32,11 +32,24 @@ def _bounds(autoencoder, latent):
 def test_the_views_show_the_sample_from_front_and_back(autoencoder, broken_chair):
     front, back = render_views(LatentField(autoencoder, broken_chair))
     for image in (front, back):
-        assert image.shape == (96, 96, 3)
-        shown = (image < 0.95).any(-1).mean()
-        assert 0.05 < shown < 0.8
+        assert image.shape == (96, 96, 4)
+        alpha = image[..., 3]
+        assert set(np.unique(alpha)) <= {0.0, 1.0} and 0.05 < alpha.mean() < 0.8
+        assert (image[..., :3][alpha == 0] == 1.0).all()          # on white
+        r, g, b = np.median(image[..., :3][alpha == 1], 0)
+        assert r > g + 0.2 and r > b + 0.2
     # a chair's back is in front of its seat seen from behind: the two views are not mirror images
     assert np.abs(front - back[:, ::-1]).mean() > 0.01
+
+
+def test_a_sample_too_small_to_see_is_not_rebuilt(autoencoder, images, broken_chair, monkeypatch):
+    import models.text.rebuild as rebuild
+
+    def nothing_in_view(field, cfg=rebuild.RebuildConfig()):
+        return [np.concatenate([np.ones((96, 96, 3), np.float32), np.zeros((96, 96, 1), np.float32)], -1)] * 2
+
+    monkeypatch.setattr(rebuild, "render_views", nothing_in_view)
+    assert rebuild.rebuild_whole(images, autoencoder, broken_chair, FLOATER_MIN_PART) is None
 
 
 def test_a_sample_in_pieces_comes_back_whole_where_it_stood(autoencoder, images, broken_chair):

@@ -26,6 +26,7 @@ from ..data import NoSurfaceError
 from ..edit.recolour import decoded_surface
 from ..images.data import RENDER_RES
 from ..images.frame import from_image_frame, image_frame
+from ..images.preprocess import NoObjectError
 from ..images.render import Camera, sphere_trace
 from ..mesh import grid_points, remove_small_parts, sdf_grid
 from ..triplane.autoencoder import TriplaneAutoencoder
@@ -55,9 +56,14 @@ def key_light(camera: Camera) -> np.ndarray:
 
 
 def render_views(field: LatentField, cfg: RebuildConfig = RebuildConfig()) -> list[np.ndarray]:
-    """A decoded latent's Front and Back renders (H, W, 3) on white."""
+    """A decoded latent's Front and Back renders (H, W, 4): RGB on white and the exact alpha (the
+    preparation uses it rather than estimating the background, so a white asset is seen whole)."""
     white = np.ones(3, np.float32)
-    return [sphere_trace(field.query, cam, cfg.render_res, key_light(cam), white)[0] for cam in view_cameras(cfg)]
+    views = []
+    for cam in view_cameras(cfg):
+        rgb, mask = sphere_trace(field.query, cam, cfg.render_res, key_light(cam), white)
+        views.append(np.concatenate([rgb, mask[..., None]], -1))
+    return views
 
 
 def sample_frame(field: LatentField, min_part: float, cfg: RebuildConfig = RebuildConfig()
@@ -83,7 +89,10 @@ def rebuild_whole(images, ae: TriplaneAutoencoder, latent: torch.Tensor, min_par
     if frame is None:
         return None
     front, back = render_views(field, cfg)
-    views = images.prepare_views(front, back)
+    try:
+        views = images.prepare_views(front, back)
+    except NoObjectError:  # too little of it in view to reconstruct
+        return None
     rebuilt = images.feed_forward(views["front"], views["back"])  # no outline check: the views are the sample's own
     try:
         _, pts, rgb = decoded_surface(ae, rebuilt, cfg.points, cfg.mc_res, seed)

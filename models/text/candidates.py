@@ -4,13 +4,15 @@ The text model breaks thin parts off or leaves a floater on about three in ten h
 (models/cards/text.md, "In one piece"): the legs under a chair's seat, a back hovering above
 it. Every procedural asset is in one piece, so a sample in pieces is a failed sample, not a
 style, and another seed often is not (a table's top floats above its legs at every seed: those
-stay in pieces). The generator tries up to `candidates` seeds per prompt
+are rebuilt, `rebuild` below and models/text/rebuild.py). The generator tries up to `candidates`
+seeds per prompt
 and keeps the first sample whose largest connected part, after the backend's floater clean-up,
 holds `whole` of its inside on a 64^3 grid; when none does, the one that comes closest. The
 first candidate is the prompt's own seed, so a sample already in one piece is exactly the one
 `candidates=1` gives. The later candidates are drawn at a lower guidance (`retry_guidance`,
 below), at which the model's samples come apart less. The seed and guidance that made the kept
-sample are returned: generating with them and `candidates=1` reproduces it.
+sample are returned: generating with them and `candidates=1` reproduces it (and rebuilds it
+again when it was rebuilt).
 """
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             with ctx.timed("mesh"):
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
                                       cancel=ctx.cancelled, min_part=min_part)
-            job_warnings = [*warnings[k], *(rebuild_warnings if chosen.whole_shares[k] < candidates.whole else []),
+            job_warnings = [*warnings[k], *(rebuild_warnings if mesh.parts > 1 else []),
                             *_pieces_warnings(mesh, "; try another seed or a fuller prompt")]
             kept = {"sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],
                     "sample_guidance": guidance if chosen.sample_guidance[k] is None else chosen.sample_guidance[k],

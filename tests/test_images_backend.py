@@ -207,6 +207,20 @@ def test_missing_weights_are_model_unavailable_after_the_images_are_checked(tmp_
     assert run(front=images["front"], model="kiln-text").code == "model_unavailable"
 
 
+def test_text_jobs_go_on_without_the_image_weights_and_say_what_was_not_rebuilt(tmp_path):
+    """A text sample left in pieces is rebuilt by the image reconstructor; without its weights
+    the job still finishes, with the pieces and a warning naming why they were not rebuilt."""
+    registry = Registry("cpu")
+    registry.entry_for("images", "kiln-images").weights = (str(tmp_path / "no-images.safetensors"),)
+    req = parse_request(json.dumps({"op": "generate", "id": "j", "prompt": "a wooden table", "seed": 0,
+                                    "resolution": 64, "candidates": 1, "preview": False}))
+    ctx = JobContext("j", registry, OutputRoot(str(tmp_path / "out")), emit=lambda *_: None)
+    result = run_job(ctx, req)
+    assert not result["rebuilt"] and result["mesh"]["parts"] > 1
+    assert any("could not be rebuilt" in w and "no-images.safetensors" in w for w in result["warnings"])
+    assert any("separate pieces" in w for w in result["warnings"])
+
+
 # ---------------------------------------------------------------- over the server
 
 

@@ -243,8 +243,9 @@ def run_text_batch(ctxs: list[JobContext], reqs: list[dict],
             ctx.timings.update({"load_model": lead.timings.get("load_model", 0.0), "sample": sample_s})
             min_part = _min_part(req, generated=True)
             with ctx.timed("mesh"):
+                # refined from the one-piece check's grid where there was one (the same mesh, sooner)
                 mesh = latent_to_mesh(ae, latents[k:k + 1], req["resolution"], progress=ctx.stage(0.45, 0.95, "mesh"),
-                                      cancel=ctx.cancelled, min_part=min_part)
+                                      cancel=ctx.cancelled, min_part=min_part, start=chosen.grids[k])
             job_warnings = [*warnings[k], *(rebuild_warnings if mesh.parts > 1 else []),
                             *_pieces_warnings(mesh, "; try another seed or a fuller prompt")]
             kept = {"sample_seed": chosen.sample_seeds[k], "sample_kept": chosen.kept[k],

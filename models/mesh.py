@@ -66,13 +66,20 @@ def _evaluate(sdf_fn: SdfFn, points: np.ndarray, chunk: int, cancel: Callable[[]
 
 
 def sdf_grid(sdf_fn: SdfFn, resolution: int = 128, chunk: int = 65536,
-             progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """SDF on a res^3 grid spanning [-1, 1]^3 (endpoints included), coarse-to-fine."""
+             progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+             start: np.ndarray | None = None) -> np.ndarray:
+    """SDF on a res^3 grid spanning [-1, 1]^3 (endpoints included), coarse-to-fine. `start`: this
+    function's own grid at a coarser level (an earlier `sdf_grid` of the same field, e.g. the one a
+    one-piece check made), refined from there instead of searched afresh: the same result."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution}")
     levels = [r for r in RESOLUTIONS if r <= resolution]
+    if start is not None and start.shape[0] in levels:
+        levels = levels[levels.index(start.shape[0]):]
+        grid = start
+    else:
+        grid = _evaluate(sdf_fn, grid_points(levels[0]), chunk, cancel).reshape((levels[0],) * 3)
     res = levels[0]
-    grid = _evaluate(sdf_fn, grid_points(res), chunk, cancel).reshape(res, res, res)
     for i, fine in enumerate(levels[1:], 1):
         if progress:
             progress(i / len(levels), f"surface search {fine}^3")
@@ -116,10 +123,11 @@ def _drop_small_parts(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, in
 
 def extract_mesh(sdf_fn: SdfFn, rgb_fn: RgbFn, resolution: int = 128,
                  progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
-                 min_part: float = 0.0) -> Mesh:
+                 min_part: float = 0.0, start: np.ndarray | None = None) -> Mesh:
     """Marching cubes on the field's SDF grid, vertex colours from its RGB. With min_part > 0,
-    disconnected parts smaller than that share of the largest part are dropped first."""
-    grid = sdf_grid(sdf_fn, resolution, progress=progress, cancel=cancel)
+    disconnected parts smaller than that share of the largest part are dropped first. `start`:
+    a coarser `sdf_grid` of the same field to refine from."""
+    grid = sdf_grid(sdf_fn, resolution, progress=progress, cancel=cancel, start=start)
     return mesh_from_grid(grid, rgb_fn, progress, min_part)
 
 

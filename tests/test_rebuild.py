@@ -5,7 +5,7 @@ import torch
 
 from models.edit.recolour import decoded_surface
 from models.images.pipeline import ImagesToAsset
-from models.mesh import FLOATER_MIN_PART
+from models.mesh import FLOATER_MIN_PART, sdf_grid
 from models.text.candidates import CandidateConfig, generate_whole, whole_share
 from models.text.pipeline import TextToAsset
 from models.text.rebuild import rebuild_whole, render_views, sample_frame
@@ -25,7 +25,7 @@ def broken_chair():
 
 
 def _bounds(autoencoder, latent):
-    origin, scale = sample_frame(LatentField(autoencoder, latent), FLOATER_MIN_PART)
+    origin, scale = sample_frame(sdf_grid(LatentField(autoencoder, latent).sdf, 64), FLOATER_MIN_PART)
     return origin, 1.0 / scale  # the bottom centre and the largest side's length
 
 
@@ -91,8 +91,9 @@ def test_only_samples_left_in_pieces_are_rebuilt_and_kept_when_more_whole(autoen
     gen = OneSample({"whole": one, "pieces": two})
     asked = []
 
-    def rebuild(latent, seed):
+    def rebuild(latent, seed, grid):
         asked.append(seed)
+        assert grid.shape == (64, 64, 64) and (grid < 0).any()   # the sample's own grid, from its check
         return one
 
     chosen = generate_whole(gen, autoencoder, ["whole", "pieces"], [3, 4], CandidateConfig(candidates=1),
@@ -101,6 +102,15 @@ def test_only_samples_left_in_pieces_are_rebuilt_and_kept_when_more_whole(autoen
     assert torch.equal(chosen.latents[0:1], one) and torch.equal(chosen.latents[1:2], one)
     assert chosen.whole_shares[1] >= 0.98
     # a rebuild no more whole than the sample (or none at all) leaves the sample as it was
-    for failed in (lambda latent, seed: two, lambda latent, seed: None):
+    for failed in (lambda latent, seed, grid: two, lambda latent, seed, grid: None):
         chosen = generate_whole(gen, autoencoder, ["pieces"], [4], CandidateConfig(candidates=1), rebuild=failed)
         assert chosen.rebuilt == [False] and torch.equal(chosen.latents, two)
+
+
+def test_a_mesh_refined_from_the_checks_grid_is_the_mesh_made_afresh(autoencoder, broken_chair):
+    from models.triplane.inference import latent_to_mesh
+
+    grid = sdf_grid(LatentField(autoencoder, broken_chair).sdf, 64)
+    fresh = latent_to_mesh(autoencoder, broken_chair, 128, min_part=FLOATER_MIN_PART)
+    reused = latent_to_mesh(autoencoder, broken_chair, 128, min_part=FLOATER_MIN_PART, start=grid)
+    assert np.array_equal(fresh.faces, reused.faces) and np.allclose(fresh.vertices, reused.vertices, atol=1e-6)

@@ -55,6 +55,7 @@ class Chosen:
     kept: list[int]              # which candidate it is (1: the prompt's own seed)
     tried: list[int]             # candidates drawn and looked at per prompt
     rebuilt: list[bool]          # the kept sample was in pieces and rebuilt whole (`rebuild`)
+    grids: list                  # its SDF on the cfg.resolution grid (None: not looked at), for the mesher
 
 
 def candidate_seed(seed: int, k: int) -> int:
@@ -68,8 +69,13 @@ def candidate_seed(seed: int, k: int) -> int:
 def whole_share(ae: TriplaneAutoencoder, latent: torch.Tensor, cfg: CandidateConfig = CandidateConfig()) -> float:
     """Share of a latent's inside (on a `cfg.resolution` grid, after the floater clean-up) in its
     largest connected part: 1.0 for a shape in one piece."""
+    return _looked_at(ae, latent, cfg)[0]
+
+
+def _looked_at(ae: TriplaneAutoencoder, latent: torch.Tensor, cfg: CandidateConfig) -> tuple[float, np.ndarray]:
+    """(`whole_share`, the SDF grid it was read on)."""
     grid = sdf_grid(LatentField(ae, latent).sdf, cfg.resolution)
-    return largest_part_share(remove_small_parts(grid, cfg.min_part)[0])
+    return largest_part_share(remove_small_parts(grid, cfg.min_part)[0]), grid
 
 
 @torch.inference_mode()
@@ -79,20 +85,21 @@ def generate_whole(gen, ae: TriplaneAutoencoder, prompts: list[str], seeds: list
     """`gen.generate_latents` (a TextToAsset) for each prompt and seed, keeping per prompt the first
     of up to `cfg.candidates` samples in one piece (module docstring). All prompts' first samples
     are drawn in one batch, then all the further candidates of the prompts still in pieces in
-    a second. With `rebuild` (latent (1, ...), seed -> latent or None; `text.rebuild`), a kept
-    sample still in pieces is rebuilt, and the rebuilt one kept when it is more whole."""
+    a second. With `rebuild` (latent (1, ...), seed, its SDF grid -> latent or None;
+    `text.rebuild.rebuilder`), a kept sample still in pieces is rebuilt, and the rebuilt one kept
+    when it is more whole."""
     if cfg.candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {cfg.candidates}")
     latents, warnings = gen.generate_latents(prompts, seeds, progress=progress, cancel=cancel, **sampling)
     n = len(prompts)
     chosen = Chosen(latents.clone(), warnings, [int(s) for s in seeds], [float("nan")] * n, [None] * n, [1] * n,
-                    [1] * n, [False] * n)
+                    [1] * n, [False] * n, [None] * n)
     if cfg.candidates == 1 and rebuild is None:
         return chosen
     retry = []
     for i in range(n):
         _check(cancel)
-        chosen.whole_shares[i] = whole_share(ae, latents[i:i + 1], cfg)
+        chosen.whole_shares[i], chosen.grids[i] = _looked_at(ae, latents[i:i + 1], cfg)
         if chosen.whole_shares[i] < cfg.whole:
             retry.append(i)
     if retry and cfg.candidates > 1:
@@ -122,10 +129,11 @@ def _try_more(gen, ae, prompts, seeds, cfg: CandidateConfig, retry: list[int], c
         for k in range(1, more + 1):
             _check(cancel)
             row = r * more + k - 1
-            share = whole_share(ae, extra[row:row + 1], cfg)
+            share, grid = _looked_at(ae, extra[row:row + 1], cfg)
             chosen.tried[i] = k + 1
             if share > chosen.whole_shares[i]:
                 chosen.latents[i] = extra[row]
+                chosen.grids[i] = grid
                 chosen.sample_seeds[i] = candidate_seed(seeds[i], k)
                 chosen.whole_shares[i] = share
                 chosen.sample_guidance[i] = guidance_of[k]
@@ -142,13 +150,13 @@ def _rebuild_pieces(ae, cfg: CandidateConfig, chosen: Chosen, rebuild: Callable,
         progress(1.0, f"{len(pieces)} sample(s) still in pieces: rebuilding them from their front and back views")
     for i in pieces:
         _check(cancel)
-        rebuilt = rebuild(chosen.latents[i:i + 1], chosen.sample_seeds[i])
+        rebuilt = rebuild(chosen.latents[i:i + 1], chosen.sample_seeds[i], chosen.grids[i])
         if rebuilt is None:
             continue
-        share = whole_share(ae, rebuilt, cfg)
+        share, grid = _looked_at(ae, rebuilt, cfg)
         if share > chosen.whole_shares[i]:
             chosen.latents[i] = rebuilt[0].to(chosen.latents.device)
-            chosen.whole_shares[i] = share
+            chosen.whole_shares[i], chosen.grids[i] = share, grid
             chosen.rebuilt[i] = True
 
 

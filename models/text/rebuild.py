@@ -66,12 +66,12 @@ def render_views(field: LatentField, cfg: RebuildConfig = RebuildConfig()) -> li
     return views
 
 
-def sample_frame(field: LatentField, min_part: float, cfg: RebuildConfig = RebuildConfig()
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(origin, scale) of the image frame (`images.frame.image_frame`) for the sample as the
-    backend meshes it (small floaters dropped), or None when it has no inside."""
-    grid = remove_small_parts(sdf_grid(field.sdf, cfg.bounds_res), min_part)[0]
-    inside = grid_points(cfg.bounds_res)[grid.reshape(-1) < 0]
+def sample_frame(grid: np.ndarray, min_part: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(origin, scale) of the image frame (`images.frame.image_frame`) for a sample's SDF grid
+    (`mesh.sdf_grid`) as the backend meshes it (small floaters dropped), or None when it has no
+    inside."""
+    grid = remove_small_parts(grid, min_part)[0]
+    inside = grid_points(grid.shape[0])[grid.reshape(-1) < 0]
     if len(inside) == 0:
         return None
     origin, scale = image_frame(inside[None])
@@ -80,12 +80,13 @@ def sample_frame(field: LatentField, min_part: float, cfg: RebuildConfig = Rebui
 
 @torch.inference_mode()
 def rebuild_whole(images, ae: TriplaneAutoencoder, latent: torch.Tensor, min_part: float, seed: int = 0,
-                  cfg: RebuildConfig = RebuildConfig()) -> torch.Tensor | None:
+                  cfg: RebuildConfig = RebuildConfig(), grid: np.ndarray | None = None) -> torch.Tensor | None:
     """A sample's latent (1, ...) -> the image reconstructor's latent of its Front and Back renders,
-    moved back into the sample's place and size (module docstring); None for an empty sample.
-    `images` is an `images.pipeline.ImagesToAsset` on the autoencoder `ae`."""
+    moved back into the sample's place and size (module docstring); None for an empty sample or
+    one too small to see. `images` is an `images.pipeline.ImagesToAsset` on the autoencoder `ae`;
+    `grid`, the sample's SDF grid when it was already made (else one at cfg.bounds_res)."""
     field = LatentField(ae, latent[:1])
-    frame = sample_frame(field, min_part, cfg)
+    frame = sample_frame(sdf_grid(field.sdf, cfg.bounds_res) if grid is None else grid, min_part)
     if frame is None:
         return None
     front, back = render_views(field, cfg)
@@ -106,5 +107,6 @@ def rebuild_whole(images, ae: TriplaneAutoencoder, latent: torch.Tensor, min_par
 
 
 def rebuilder(images, ae: TriplaneAutoencoder, min_part: float, cfg: RebuildConfig = RebuildConfig()):
-    """`rebuild_whole` as the callable `candidates.generate_whole` takes: (latent, seed) -> latent."""
-    return lambda latent, seed: rebuild_whole(images, ae, latent, min_part, seed, cfg)
+    """`rebuild_whole` as the callable `candidates.generate_whole` takes: (latent, seed, the sample's
+    SDF grid or None) -> latent or None."""
+    return lambda latent, seed, grid=None: rebuild_whole(images, ae, latent, min_part, seed, cfg, grid)

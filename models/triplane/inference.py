@@ -111,9 +111,12 @@ class LatentField:
 
 
 def latent_to_mesh(model: TriplaneAutoencoder, latent: torch.Tensor, resolution: int = 128,
-                   progress: Progress = None, cancel: Cancel = None, min_part: float = 0.0) -> Mesh:
+                   progress: Progress = None, cancel: Cancel = None, min_part: float = 0.0,
+                   start: np.ndarray | None = None) -> Mesh:
+    """`start`: a coarser SDF grid of this latent's field already made (`mesh.sdf_grid`)."""
     field = LatentField(model, latent)
-    return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part)
+    return extract_mesh(field.sdf, field.rgb, resolution, progress=progress, cancel=cancel, min_part=min_part,
+                        start=start)
 
 
 FIT_NEAR, FIT_UNIFORM = 16384, 8192   # a mesh's fitting samples: near its surface, then uniform in the cube
